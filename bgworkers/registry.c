@@ -1,0 +1,14 @@
+/*
+ * bgworkers/registry.c
+ *      The child workers the launcher starts and supervises, one per
+ *      capability.  Their order fixes their slots in svcbus.workers.
+ */
+#include "postgres.h"
+
+#include "extension/svcbus.h"
+
+const SvcbusWorkerDef svcbus_worker_defs[] = {
+    {"maintenance", "svcbus_maintenance_main", true},
+};
+
+const int   svcbus_worker_ndefs = lengthof(svcbus_worker_defs);

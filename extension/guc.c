@@ -1,0 +1,77 @@
+/*
+ * extension/guc.c
+ *      The svcbus.* configuration settings.
+ *
+ * Defines every GUC and reserves the "svcbus" prefix, so a misspelt
+ * svcbus.* setting is reported instead of silently ignored.  Settings read
+ * by the postmaster-started workers are PGC_POSTMASTER or PGC_SIGHUP.
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "extension/svcbus.h"
+
+char       *svcbus_database = NULL;
+int         svcbus_restart_backoff_min_ms = 1000;
+int         svcbus_restart_backoff_max_ms = 60000;
+int         svcbus_worker_stable_ms = 30000;
+int         svcbus_maintenance_naptime_ms = 1000;
+
+/*
+ * Define all svcbus.* settings.  When the library is loaded after startup
+ * (no shared_preload_libraries), PostgreSQL forbids defining PGC_POSTMASTER
+ * settings, and nothing would read them, so only the others are defined.
+ */
+void
+svcbus_guc_define(void)
+{
+    if (process_shared_preload_libraries_in_progress)
+        DefineCustomStringVariable("svcbus.database",
+                               "Database the svcbus background workers connect to.",
+                               "The extension must be created in this database for the workers to serve it.",
+                               &svcbus_database,
+                               "postgres",
+                               PGC_POSTMASTER,
+                               0,
+                               NULL, NULL, NULL);
+
+    DefineCustomIntVariable("svcbus.restart_backoff_min",
+                            "First delay before the launcher restarts a worker that exited.",
+                            "Doubles on each consecutive failure up to svcbus.restart_backoff_max.",
+                            &svcbus_restart_backoff_min_ms,
+                            1000, 10, 3600 * 1000,
+                            PGC_SIGHUP,
+                            GUC_UNIT_MS,
+                            NULL, NULL, NULL);
+
+    DefineCustomIntVariable("svcbus.restart_backoff_max",
+                            "Longest delay before the launcher restarts a failing worker.",
+                            NULL,
+                            &svcbus_restart_backoff_max_ms,
+                            60000, 10, 24 * 3600 * 1000,
+                            PGC_SIGHUP,
+                            GUC_UNIT_MS,
+                            NULL, NULL, NULL);
+
+    DefineCustomIntVariable("svcbus.worker_stable_after",
+                            "Run time after which a worker's failure count is reset.",
+                            "A worker that ran at least this long restarts after the minimum back-off.",
+                            &svcbus_worker_stable_ms,
+                            30000, 0, 24 * 3600 * 1000,
+                            PGC_SIGHUP,
+                            GUC_UNIT_MS,
+                            NULL, NULL, NULL);
+
+    DefineCustomIntVariable("svcbus.maintenance_naptime",
+                            "Longest sleep of the maintenance worker between passes.",
+                            NULL,
+                            &svcbus_maintenance_naptime_ms,
+                            1000, 10, 3600 * 1000,
+                            PGC_SIGHUP,
+                            GUC_UNIT_MS,
+                            NULL, NULL, NULL);
+
+    MarkGUCPrefixReserved("svcbus");
+}

@@ -1,0 +1,130 @@
+#!/bin/bash
+# devcluster.sh start|stop|status: the local svcbus instance of `make run`.
+#
+# start: creates (once) a PostgreSQL 15 cluster owned by the postgres OS
+# user in a project-local directory, on a free non-default port, with svcbus
+# preloaded; creates database svcbus with the extension; starts
+# svcbus-gateway; then shows the bus working.  Re-running it is safe: what
+# already exists or runs is reused.  stop: stops the gateway (by its PID
+# file) and the cluster.  Both expect `make install` to have run.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+PGBIN=$(pg_config --bindir)
+GATEWAY_BIN=${SVCBUS_GATEWAY_BIN:-/usr/local/bin/svcbus-gateway}
+
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+# The run directory: $ROOT/.run if the postgres user can reach it, else a
+# directory under /var/tmp named after the checkout.
+pick_dir() {
+    if [ -n "${SVCBUS_RUN_DIR:-}" ]; then echo "$SVCBUS_RUN_DIR"; return; fi
+    mkdir -p "$ROOT/.run"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$ROOT/.run"
+    if as_pg test -w "$ROOT/.run" 2>/dev/null; then echo "$ROOT/.run"; return; fi
+    echo "/var/tmp/svcbus-run-$(echo "$ROOT" | md5sum | cut -c1-8)"
+}
+DIR=$(pick_dir)
+DATA=$DIR/data
+
+free_port() {
+    local p
+    for p in $(seq "$1" $(( $1 + 200 ))); do
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+    done
+    echo "no free port near $1" >&2; exit 1
+}
+
+pg_running() { as_pg "$PGBIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1; }
+
+gateway_pid() {
+    local pid
+    [ -f "$DIR/gateway.pid" ] || return 1
+    pid=$(cat "$DIR/gateway.pid")
+    [ -n "$pid" ] && [ -d "/proc/$pid" ] && [ "$(readlink "/proc/$pid/exe")" = "$(readlink -f "$GATEWAY_BIN")" ] && echo "$pid"
+}
+
+start() {
+    mkdir -p "$DIR"
+    [ "$(id -u)" = 0 ] && chown postgres:postgres "$DIR"
+    if [ ! -f "$DATA/PG_VERSION" ]; then
+        local port; port=$(free_port 54329)
+        as_pg "$PGBIN/initdb" -D "$DATA" -A trust -U postgres -E UTF8 --locale=C >/dev/null
+        as_pg tee -a "$DATA/postgresql.conf" >/dev/null <<CONF
+
+# added by svcbus make run
+port = $port
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$DIR'
+shared_preload_libraries = 'svcbus'
+svcbus.database = 'svcbus'
+max_worker_processes = 16
+CONF
+        echo "created cluster in $DATA (port $port)"
+    fi
+    PORT=$(sed -n 's/^port = //p' "$DATA/postgresql.conf" | tail -1)
+    if ! pg_running; then
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/postgres.log" -w -t 60 start >/dev/null
+    fi
+    PSQL=(psql -X -q -h 127.0.0.1 -p "$PORT" -U postgres)
+    if [ "$("${PSQL[@]}" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'svcbus'")" != 1 ]; then
+        "${PSQL[@]}" -d postgres -c "CREATE DATABASE svcbus"
+    fi
+    "${PSQL[@]}" -d svcbus -c "CREATE EXTENSION IF NOT EXISTS svcbus"
+
+    if [ ! -f "$DIR/gateway.conf" ]; then
+        local gport; gport=$(free_port 8181)
+        cat > "$DIR/gateway.conf" <<CONF
+# svcbus-gateway configuration written by make run (see adapters/svcbus-gateway.conf.example)
+listen_address = 127.0.0.1
+http_port = $gport
+db_conninfo = 'host=127.0.0.1 port=$PORT dbname=svcbus user=postgres'
+pool_size = 4
+CONF
+        chmod 644 "$DIR/gateway.conf"
+    fi
+    GPORT=$(sed -n 's/^http_port = //p' "$DIR/gateway.conf")
+    if ! gateway_pid >/dev/null; then
+        start-stop-daemon --start --background --make-pidfile --pidfile "$DIR/gateway.pid" \
+            --chuid postgres --output "$DIR/gateway.log" \
+            --exec "$GATEWAY_BIN" -- -c "$DIR/gateway.conf"
+    fi
+
+    # Show the bus working.
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$GPORT/health" >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    echo
+    echo "== svcbus $("${PSQL[@]}" -d svcbus -tAc 'SELECT svcbus.version()') is running"
+    "${PSQL[@]}" -d svcbus -c "SELECT name, pid, state, detail, restarts FROM svcbus.workers"
+    echo "== gateway health:"
+    curl -s "http://127.0.0.1:$GPORT/health"; echo
+    echo
+    echo "Connect:   psql -h 127.0.0.1 -p $PORT -U postgres svcbus"
+    echo "Health:    curl -s http://127.0.0.1:$GPORT/health"
+    echo "Metrics:   curl -s http://127.0.0.1:$GPORT/metrics"
+    echo "Logs:      $DIR/postgres.log  $DIR/gateway.log"
+    echo "Stop:      make stop"
+}
+
+stop() {
+    local pid
+    if pid=$(gateway_pid); then
+        start-stop-daemon --stop --pidfile "$DIR/gateway.pid" --retry TERM/10/KILL/5 >/dev/null || true
+        rm -f "$DIR/gateway.pid"
+        echo "gateway (PID $pid) stopped"
+    fi
+    if [ -f "$DATA/PG_VERSION" ] && pg_running; then
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w stop >/dev/null
+        echo "cluster in $DATA stopped"
+    fi
+}
+
+case "${1:-}" in
+    start) start ;;
+    stop) stop ;;
+    status) pg_running && echo "cluster running in $DATA" || echo "cluster not running"
+            gateway_pid >/dev/null && echo "gateway running" || echo "gateway not running" ;;
+    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+esac
