@@ -16,8 +16,15 @@ OBJS = \
 	bgworkers/registry.o \
 	bgworkers/worker.o \
 	bgworkers/launcher.o \
-	bgworkers/maintenance.o \
-	bus/backoff.o
+	bgworkers/queue_worker.o \
+	extension/queue_api.o \
+	bus/backoff.o \
+	bus/queue_shmem.o \
+	bus/queue_state.o \
+	bus/queue_xact.o \
+	bus/queue_store.o \
+	bus/queue_catalog.o \
+	bus/queue_ops.o
 
 DATA = sql/svcbus--0.1.sql
 PGFILEDESC = "svcbus - service bus inside PostgreSQL"

@@ -8,7 +8,7 @@
 #include "extension/svcbus.h"
 
 const SvcbusWorkerDef svcbus_worker_defs[] = {
-    {"maintenance", "svcbus_maintenance_main", true},
+    {"queue", "svcbus_queue_worker_main", true},
 };
 
 const int   svcbus_worker_ndefs = lengthof(svcbus_worker_defs);

@@ -11,6 +11,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "bus/queue.h"
 #include "extension/svcbus.h"
 
 char       *svcbus_database = NULL;
@@ -71,6 +72,64 @@ svcbus_guc_define(void)
                             1000, 10, 3600 * 1000,
                             PGC_SIGHUP,
                             GUC_UNIT_MS,
+                            NULL, NULL, NULL);
+
+    if (process_shared_preload_libraries_in_progress)
+    {
+        DefineCustomIntVariable("svcbus.max_queues",
+                                "Most queues whose delivery state shared memory can hold.",
+                                NULL,
+                                &svcbus_max_queues,
+                                1024, 16, 1000000,
+                                PGC_POSTMASTER, 0,
+                                NULL, NULL, NULL);
+        DefineCustomIntVariable("svcbus.max_tracked_messages",
+                                "Most received-but-unsettled messages tracked in shared memory, over all queues.",
+                                "Receivers get no new messages past it until some are settled.",
+                                &svcbus_max_tracked,
+                                100000, 1000, 100000000,
+                                PGC_POSTMASTER, 0,
+                                NULL, NULL, NULL);
+    }
+
+    DefineCustomIntVariable("svcbus.max_message_bytes",
+                            "Largest message body or headers accepted by send.",
+                            NULL,
+                            &svcbus_max_message_bytes,
+                            1024 * 1024, 1, 256 * 1024 * 1024,
+                            PGC_SUSET, GUC_UNIT_BYTE,
+                            NULL, NULL, NULL);
+
+    DefineCustomIntVariable("svcbus.queue_segment_rows",
+                            "Messages after which a queue starts a new segment.",
+                            NULL,
+                            &svcbus_queue_segment_rows,
+                            100000, 10, INT_MAX,
+                            PGC_SIGHUP, 0,
+                            NULL, NULL, NULL);
+
+    DefineCustomIntVariable("svcbus.queue_rotate_interval",
+                            "Age after which a queue's non-empty insert segment is rotated.",
+                            "Settled segments are truncated, so this bounds how long space is held.",
+                            &svcbus_queue_rotate_ms,
+                            60000, 10, INT_MAX,
+                            PGC_SIGHUP, GUC_UNIT_MS,
+                            NULL, NULL, NULL);
+
+    DefineCustomIntVariable("svcbus.nack_backoff_min",
+                            "Redelivery delay after the first nack without an explicit delay.",
+                            "Doubles with each delivery up to svcbus.nack_backoff_max.",
+                            &svcbus_nack_backoff_min_ms,
+                            1000, 0, INT_MAX,
+                            PGC_SIGHUP, GUC_UNIT_MS,
+                            NULL, NULL, NULL);
+
+    DefineCustomIntVariable("svcbus.nack_backoff_max",
+                            "Longest redelivery delay of a nack without an explicit delay.",
+                            NULL,
+                            &svcbus_nack_backoff_max_ms,
+                            600000, 0, INT_MAX,
+                            PGC_SIGHUP, GUC_UNIT_MS,
                             NULL, NULL, NULL);
 
     MarkGUCPrefixReserved("svcbus");

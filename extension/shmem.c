@@ -23,6 +23,7 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
+#include "bus/queue.h"
 #include "extension/svcbus.h"
 
 SvcbusShared *svcbus_shared = NULL;
@@ -57,6 +58,7 @@ svcbus_shmem_request(void)
 
     RequestAddinShmemSpace(MAXALIGN(sizeof(SvcbusShared)));
     RequestNamedLWLockTranche("svcbus", 1);
+    svcbus_queue_shmem_request();
 }
 
 /* Seed slot i of a fresh table: name from the registry, history from carry. */
@@ -122,6 +124,7 @@ svcbus_shmem_startup(void)
         memset(svcbus_shared, 0, sizeof(SvcbusShared));
         svcbus_shared->lock = &(GetNamedLWLockTranche("svcbus"))->lock;
         svcbus_shared->crash_restarts = pm_crash_restarts;
+        pg_atomic_init_u64(&svcbus_shared->catalog_generation, 1);
 
         init_slot(&svcbus_shared->workers[SVCBUS_LAUNCHER_SLOT], "launcher",
                   carried_slot("launcher"));
@@ -131,6 +134,7 @@ svcbus_shmem_startup(void)
         svcbus_shared->nworkers = Min(svcbus_worker_ndefs + 1, SVCBUS_MAX_WORKERS);
         pm_have_carry = false;
     }
+    svcbus_queue_shmem_init();
     LWLockRelease(AddinShmemInitLock);
 
     if (!IsUnderPostmaster)

@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
 
@@ -55,6 +56,7 @@ typedef struct SvcbusShared
     LWLock     *lock;                   /* general-purpose lock of the bus */
     int         crash_restarts;         /* shmem re-inits after crashes; set at init */
     int         nworkers;               /* slots in use; fixed at init */
+    pg_atomic_uint64 catalog_generation;    /* bumped when queue definitions change */
     SvcbusWorkerSlot workers[SVCBUS_MAX_WORKERS];
 } SvcbusShared;
 

@@ -40,3 +40,173 @@ CREATE VIEW svcbus.workers AS
 COMMENT ON VIEW svcbus.workers IS
   'One row per svcbus background worker: PID, state, start time, restarts and last error.';
 GRANT SELECT ON svcbus.workers TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Queue engine
+-- ---------------------------------------------------------------------------
+
+-- Queue definitions.  Messages live in per-queue segment tables named by
+-- queue_id (svcbus_internal.q<id>_m<s>, q<id>_a<s>), created by create_queue.
+CREATE TABLE svcbus_internal.queues (
+    queue_id              integer PRIMARY KEY GENERATED ALWAYS AS IDENTITY,
+    name                  text NOT NULL UNIQUE,
+    owner                 oid NOT NULL,
+    visibility_timeout_ms integer NOT NULL,
+    max_deliveries        integer,
+    dead_letter_queue     text REFERENCES svcbus_internal.queues (name)
+                               ON UPDATE CASCADE ON DELETE RESTRICT,
+    retention_ms          bigint NOT NULL,
+    max_length            bigint,
+    overflow              text NOT NULL,
+    dedup_window_ms       bigint NOT NULL,
+    created_at            timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE svcbus_internal.queue_grants (
+    queue_id   integer NOT NULL REFERENCES svcbus_internal.queues ON DELETE CASCADE,
+    grantee    oid NOT NULL,        -- 0 = PUBLIC
+    privilege  text NOT NULL CHECK (privilege IN ('send', 'receive', 'admin')),
+    PRIMARY KEY (queue_id, grantee, privilege)
+);
+
+CREATE FUNCTION svcbus.create_queue(name text, options jsonb DEFAULT '{}')
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_create_queue'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.create_queue(text, jsonb) IS
+  'Create a durable queue. options: visibility_timeout, max_deliveries, dead_letter_queue, retention, max_length, overflow, dedup_window (times in seconds).';
+
+CREATE FUNCTION svcbus.drop_queue(name text, if_exists boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'svcbus_drop_queue'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.drop_queue(text, boolean) IS
+  'Drop a queue and all its messages (admin right needed).';
+
+CREATE FUNCTION svcbus.purge_queue(name text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_purge_queue'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.purge_queue(text) IS
+  'Remove every committed message of a queue; returns how many were unsettled.';
+
+CREATE FUNCTION svcbus.grant_queue(queue text, role name, privilege text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_grant_queue'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.grant_queue(text, name, text) IS
+  'Give a role (or PUBLIC) the send, receive or admin right on a queue.';
+
+CREATE FUNCTION svcbus.revoke_queue(queue text, role name, privilege text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_revoke_queue'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.revoke_queue(text, name, text) IS
+  'Take back a right given with grant_queue.';
+
+CREATE FUNCTION svcbus.send(
+    queue text, body jsonb, headers jsonb DEFAULT NULL,
+    delay double precision DEFAULT 0, priority integer DEFAULT 0,
+    group_key text DEFAULT NULL, dedup_id text DEFAULT NULL,
+    ttl double precision DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_send'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.send(text, jsonb, jsonb, double precision, integer, text, text, double precision) IS
+  'Send a JSON message (visible when the transaction commits); delay and ttl in seconds, priority 0-9. Returns the message id.';
+
+CREATE FUNCTION svcbus.send_bytes(
+    queue text, body bytea, headers jsonb DEFAULT NULL,
+    delay double precision DEFAULT 0, priority integer DEFAULT 0,
+    group_key text DEFAULT NULL, dedup_id text DEFAULT NULL,
+    ttl double precision DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_send_bytes'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.send_bytes(text, bytea, jsonb, double precision, integer, text, text, double precision) IS
+  'Send an opaque (bytea) message; same options as send.';
+
+CREATE FUNCTION svcbus.send_batch(
+    queue text, bodies jsonb[], headers jsonb DEFAULT NULL,
+    delay double precision DEFAULT 0, priority integer DEFAULT 0)
+RETURNS SETOF bigint
+AS 'MODULE_PATHNAME', 'svcbus_send_batch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.send_batch(text, jsonb[], jsonb, double precision, integer) IS
+  'Send many JSON messages at once; returns their ids in order.';
+
+CREATE FUNCTION svcbus.receive(
+    queue text, max integer DEFAULT 1,
+    visibility_timeout double precision DEFAULT NULL,
+    wait double precision DEFAULT 0,
+    OUT id bigint, OUT body jsonb, OUT body_bytes bytea, OUT headers jsonb,
+    OUT deliveries integer, OUT enqueued_at timestamptz, OUT priority integer,
+    OUT group_key text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'svcbus_receive'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.receive(text, integer, double precision, double precision) IS
+  'Lease up to max visible messages for visibility_timeout seconds; wait seconds for one to arrive (long poll).';
+
+CREATE FUNCTION svcbus.ack(queue text, ids bigint[])
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_ack'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.ack(text, bigint[]) IS
+  'Settle received messages at commit; returns how many were acknowledged.';
+
+CREATE FUNCTION svcbus.ack(queue text, id bigint)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_ack_one'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.ack(text, bigint) IS
+  'Settle one received message at commit.';
+
+CREATE FUNCTION svcbus.nack(queue text, id bigint, delay double precision DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_nack'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.nack(text, bigint, double precision) IS
+  'Give a received message back at commit, visible again after delay seconds (default: exponential back-off by delivery count).';
+
+CREATE FUNCTION svcbus.extend(queue text, id bigint, visibility_timeout double precision)
+RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'svcbus_extend'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.extend(text, bigint, double precision) IS
+  'Extend the lease of a received message to now + visibility_timeout seconds; returns the new end.';
+
+CREATE FUNCTION svcbus.queue_info(
+    OUT name text, OUT visibility_timeout double precision, OUT max_deliveries integer,
+    OUT dead_letter_queue text, OUT retention double precision, OUT max_length bigint,
+    OUT overflow text, OUT dedup_window double precision, OUT created_at timestamptz,
+    OUT visible bigint, OUT in_flight bigint, OUT delayed bigint, OUT dead_pending bigint,
+    OUT oldest_age double precision, OUT sent_total bigint, OUT received_total bigint,
+    OUT acked_total bigint, OUT dead_lettered_total bigint, OUT privileges text[])
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'svcbus_queue_info'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION svcbus.queue_info() IS
+  'Definition and counters of every queue the caller has a right on.';
+
+CREATE FUNCTION svcbus.list_queues()
+RETURNS TABLE (name text, visibility_timeout double precision, max_deliveries integer,
+               dead_letter_queue text, retention double precision, max_length bigint,
+               overflow text, dedup_window double precision, created_at timestamptz,
+               privileges text[])
+LANGUAGE sql VOLATILE PARALLEL RESTRICTED
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT name, visibility_timeout, max_deliveries, dead_letter_queue, retention,
+         max_length, overflow, dedup_window, created_at, privileges
+    FROM svcbus.queue_info() ORDER BY name
+$$;
+COMMENT ON FUNCTION svcbus.list_queues() IS 'Queues the caller has a right on, with their options.';
+
+CREATE VIEW svcbus.queue_stats AS
+  SELECT name, visible, in_flight, delayed, dead_pending, oldest_age,
+         sent_total, received_total, acked_total, dead_lettered_total
+    FROM svcbus.queue_info();
+COMMENT ON VIEW svcbus.queue_stats IS
+  'Per-queue counters from shared memory (no count(*)); totals count since the server started.';
+GRANT SELECT ON svcbus.queue_stats TO PUBLIC;
