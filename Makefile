@@ -31,7 +31,7 @@ PGFILEDESC = "svcbus - service bus inside PostgreSQL"
 
 # pg_regress: tests in test/sql, expected output in test/expected, run on a
 # temporary instance that preloads svcbus (see test/svcbus.conf).
-REGRESS        = version workers
+REGRESS        = version workers queue_basic queue_errors queue_dead_letters queue_permissions
 REGRESS_OUTDIR ?= test/results-regress
 REGRESS_OPTS   = --inputdir=test --outputdir=$(REGRESS_OUTDIR) \
                  --temp-instance=$(REGRESS_OUTDIR)/tmp_check \
@@ -43,6 +43,10 @@ PG_CPPFLAGS = -I$(CURDIR) -I. -Wall -Wextra -Wno-unused-parameter \
 ifeq ($(SVCBUS_ASSERTS),1)
 PG_CPPFLAGS += -DUSE_ASSERT_CHECKING
 endif
+
+# PGXS tracks no header dependencies: every object depends on every header.
+HEADERS = $(wildcard extension/*.h bus/*.h bgworkers/*.h)
+$(OBJS): $(HEADERS)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell command -v $(PG_CONFIG) >/dev/null 2>&1 && $(PG_CONFIG) --pgxs)

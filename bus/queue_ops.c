@@ -763,6 +763,7 @@ svcbus_queue_settle_dead(int32 queue_id, int max)
             if (svcbus_store_fetch(queue_id, d->seg, d->prio, &d->row, &r))
             {
                 Jsonb      *hdr;
+                MemoryContext outer;
                 Datum       args[5];
                 Oid         types[5] = {JSONBOID, TEXTOID, TEXTOID, INT8OID, INT4OID};
                 char        nulls[5] = {r.headers_null ? 'n' : ' ', ' ', ' ', ' ', ' '};
@@ -772,6 +773,7 @@ svcbus_queue_settle_dead(int32 queue_id, int max)
                 args[2] = CStringGetTextDatum(def.name);
                 args[3] = Int64GetDatum(d->id);
                 args[4] = Int32GetDatum(d->deliveries);
+                outer = CurrentMemoryContext;
                 SPI_connect();
                 if (SPI_execute_with_args("SELECT coalesce($1, '{}'::jsonb) || jsonb_build_object("
                                           "'x-dead-letter-reason', $2, 'x-original-queue', $3,"
@@ -780,9 +782,11 @@ svcbus_queue_settle_dead(int32 queue_id, int max)
                     elog(ERROR, "svcbus: building dead-letter headers failed");
                 {
                     bool        isnull;
+                    MemoryContext spicxt = MemoryContextSwitchTo(outer);
 
                     hdr = DatumGetJsonbPCopy(SPI_getbinval(SPI_tuptable->vals[0],
                                                            SPI_tuptable->tupdesc, 1, &isnull));
+                    MemoryContextSwitchTo(spicxt);
                 }
                 SPI_finish();
                 (void) svcbus_queue_send(&dlq,

@@ -637,7 +637,8 @@ svcbus_queue_info(PG_FUNCTION_ARGS)
     if (SPI_execute("SELECT name FROM svcbus_internal.queues ORDER BY name", true, 0) != SPI_OK_SELECT)
         elog(ERROR, "svcbus: listing queues failed");
     nq = (int) SPI_processed;
-    names = palloc(sizeof(char *) * Max(nq, 1));
+    names = MemoryContextAlloc(rsinfo->econtext->ecxt_per_query_memory,
+                               sizeof(char *) * Max(nq, 1));
     for (int i = 0; i < nq; i++)
     {
         char       *s = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);

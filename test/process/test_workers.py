@@ -38,7 +38,7 @@ def running(c, name, not_pid=None):
 def cluster(request):
     c = Cluster("proc-" + request.node.name[:40], extra_conf=FAST)
     c.start()
-    wait_for(lambda: running(c, "maintenance"), what="maintenance worker running")
+    wait_for(lambda: running(c, "queue"), what="queue worker running")
     yield c
     c.destroy()
 
@@ -46,10 +46,10 @@ def cluster(request):
 def test_terminated_worker_shows_error_and_comes_back(cluster):
     """A worker ended by pg_terminate_backend is reported with its error and
     restarted by the launcher with a new PID and restarts + 1."""
-    before = running(cluster, "maintenance")
+    before = running(cluster, "queue")
     cluster.execute("SELECT pg_terminate_backend(%s)", (before["pid"],))
-    after = wait_for(lambda: running(cluster, "maintenance", not_pid=before["pid"]),
-                     what="maintenance restarted")
+    after = wait_for(lambda: running(cluster, "queue", not_pid=before["pid"]),
+                     what="queue restarted")
     assert after["restarts"] == before["restarts"] + 1
     assert "due to administrator command" in after["last_error"]
     assert after["started_at"] > before["started_at"]
@@ -59,14 +59,14 @@ def test_kill9_worker_is_visible_and_everything_comes_back(cluster):
     """kill -9 of a worker makes PostgreSQL reset shared memory (a crash
     restart); svcbus.workers still tells which PID was lost, counts the
     restart, and both launcher and worker come back."""
-    before = running(cluster, "maintenance")
+    before = running(cluster, "queue")
     launcher_before = running(cluster, "launcher")
     os.kill(before["pid"], signal.SIGKILL)
 
     def back():
-        w = running(cluster, "maintenance", not_pid=before["pid"])
+        w = running(cluster, "queue", not_pid=before["pid"])
         return w if w and w["restarts"] > before["restarts"] else None
-    after = wait_for(back, timeout=30, what="maintenance back after crash restart")
+    after = wait_for(back, timeout=30, what="queue back after crash restart")
     assert "PID %d" % before["pid"] in after["last_error"]
     assert "crash restart" in after["last_error"]
     launcher = running(cluster, "launcher", not_pid=launcher_before["pid"])
@@ -79,17 +79,17 @@ def test_launcher_sigterm_restarts_launcher_and_children(cluster):
     """SIGTERM to the launcher (exit 1): the postmaster restarts it, it takes
     its children down with it and starts them afresh."""
     launcher = running(cluster, "launcher")
-    child = running(cluster, "maintenance")
+    child = running(cluster, "queue")
     os.kill(launcher["pid"], signal.SIGTERM)
     new_launcher = wait_for(lambda: running(cluster, "launcher", not_pid=launcher["pid"]),
                             timeout=15, what="launcher restarted")
     assert new_launcher["restarts"] == launcher["restarts"] + 1
-    new_child = wait_for(lambda: running(cluster, "maintenance", not_pid=child["pid"]),
+    new_child = wait_for(lambda: running(cluster, "queue", not_pid=child["pid"]),
                          timeout=15, what="child restarted by the new launcher")
     assert new_child["pid"] != child["pid"]
-    # Exactly one maintenance process exists: no orphan from the old launcher.
+    # Exactly one queue process exists: no orphan from the old launcher.
     n = cluster.execute("SELECT count(*) FROM pg_stat_activity "
-                        "WHERE backend_type = 'svcbus maintenance'")[0][0]
+                        "WHERE backend_type = 'svcbus queue'")[0][0]
     assert n == 1
 
 
@@ -105,7 +105,7 @@ def test_failing_worker_backs_off_exponentially_up_to_the_cap():
         seen = set()
 
         def delays():
-            w = worker(c, "maintenance")
+            w = worker(c, "queue")
             if w["state"] == "backoff":
                 assert w["last_error"] == 'database "not_yet_there" does not exist'
                 seen.add(w["detail"])
@@ -115,8 +115,8 @@ def test_failing_worker_backs_off_exponentially_up_to_the_cap():
         assert "restarting in 1600 ms" not in seen
         c.execute("CREATE DATABASE not_yet_there", dbname="postgres")
         c.execute("CREATE EXTENSION svcbus", dbname="not_yet_there")
-        w = wait_for(lambda: running(c, "maintenance"), timeout=15,
-                     what="maintenance running once the database exists")
+        w = wait_for(lambda: running(c, "queue"), timeout=15,
+                     what="queue running once the database exists")
         assert w["restarts"] >= 3
     finally:
         c.destroy()
@@ -130,5 +130,5 @@ def test_committed_data_survives_kill9_of_postmaster(cluster):
     cluster.kill9_postmaster()
     cluster.start()
     assert cluster.execute("SELECT count(*), sum(id) FROM t")[0] == (1000, 500500)
-    wait_for(lambda: running(cluster, "maintenance"), timeout=15, what="workers back")
+    wait_for(lambda: running(cluster, "queue"), timeout=15, what="workers back")
     assert cluster.execute("SELECT svcbus.version()")[0][0] == "0.1"
