@@ -52,7 +52,8 @@ typedef enum SvcbusTrackedState
 {
     SVCBUS_MSG_INFLIGHT = 1,    /* leased to a receiver until `due` */
     SVCBUS_MSG_READY,           /* to be delivered again from `due` on */
-    SVCBUS_MSG_DEAD_PENDING     /* the worker moves it to the dead letters */
+    SVCBUS_MSG_DEAD_PENDING,    /* the worker moves it to the dead letters */
+    SVCBUS_MSG_PARKED           /* behind an unsettled message of its group */
 } SvcbusTrackedState;
 
 typedef enum SvcbusDeadReason
@@ -85,6 +86,7 @@ typedef struct SvcbusTracked
 {
     SvcbusTrackedKey key;
     dlist_node  node;           /* in the queue's `tracked` list */
+    dlist_node  gnode;          /* in its group's parked list, when PARKED */
     SvcbusQueueKey row;         /* where the row is: (visible_at, id) */
     TimestampTz due;            /* lease end or redelivery time */
     TimestampTz expires_at;     /* TTL; 0 = never */
@@ -141,6 +143,7 @@ typedef struct SvcbusQueueState
     int64       n_inflight;
     int64       n_ready;
     int64       n_dead_pending;
+    int64       n_parked;       /* waiting behind their group's head */
     int64       n_delayed;      /* sent with a delay, not yet read */
     /* totals since the state was loaded */
     int64       sent_total;
@@ -149,6 +152,26 @@ typedef struct SvcbusQueueState
     int64       dead_total;
     ConditionVariable cv;       /* receivers wait here */
 } SvcbusQueueState;
+
+/*
+ * An ordered group of a queue with at least one tracked message: `head` is
+ * the one message of the group that may be delivered (in flight, ready or
+ * dead-pending); the others wait in `parked`, in send order.  Protected by
+ * the queue's LWLock (and the group partition lock for insert/delete).
+ */
+typedef struct SvcbusGroupKey
+{
+    int32       queue_id;
+    uint32      group_hash;
+} SvcbusGroupKey;
+
+typedef struct SvcbusGroup
+{
+    SvcbusGroupKey key;
+    int64       head;           /* message id, 0: none */
+    dlist_head  parked;         /* SvcbusTracked.gnode */
+    int32       nparked;
+} SvcbusGroup;
 
 /* Queue definition, read from svcbus_internal.queues (backend-local copy). */
 typedef struct SvcbusQueueDef
@@ -194,6 +217,7 @@ extern void svcbus_queue_state_forget(int32 queue_id);
 extern SvcbusTracked *svcbus_tracked_find(int32 queue_id, int64 msg_id);
 extern SvcbusTracked *svcbus_tracked_enter(SvcbusQueueState *q, int64 msg_id);
 extern void svcbus_tracked_remove(SvcbusQueueState *q, SvcbusTracked *t);
+extern SvcbusGroup *svcbus_group_get(int32 queue_id, uint32 group_hash, bool create);
 extern void svcbus_queue_foreach(void (*fn) (int32 queue_id, void *arg), void *arg);
 extern int  svcbus_max_tracked;
 extern int  svcbus_max_queues;
@@ -246,6 +270,9 @@ extern bool svcbus_store_fetch(int32 queue_id, int seg, int prio,
                                const SvcbusQueueKey *key, SvcbusReceived *out);
 extern int64 svcbus_store_next_id(int32 queue_id);
 extern void svcbus_store_rebuild(SvcbusQueueState *q, TimestampTz now);
+extern int64 svcbus_store_count_between(int32 queue_id, int seg, int prio,
+                                        const SvcbusQueueKey *from, const SvcbusQueueKey *to);
+extern bool svcbus_store_key_of(int32 queue_id, int64 id, SvcbusQueueKey *key);
 extern int64 svcbus_store_dedup_lookup(int32 queue_id, const char *dedup_id,
                                        TimestampTz since);
 
@@ -273,6 +300,7 @@ extern void svcbus_queue_nack(const SvcbusQueueDef *def, int64 id, int64 delay_m
 extern TimestampTz svcbus_queue_extend(const SvcbusQueueDef *def, int64 id, int64 vt_ms);
 extern int  svcbus_queue_settle_dead(int32 queue_id, int max);
 extern void svcbus_queue_dead_done(void);
+extern int64 svcbus_queue_rewind(const SvcbusQueueDef *def, const SvcbusQueueKey *from);
 extern int64 svcbus_queue_tick(int32 queue_id, TimestampTz now, TimestampTz *next_wake);
 extern int  svcbus_queue_rotate(int32 queue_id, TimestampTz now, int64 retention_ms);
 extern void svcbus_queue_truncated(int32 queue_id, int seg);

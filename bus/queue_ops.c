@@ -179,7 +179,8 @@ svcbus_queue_send(const SvcbusQueueDef *def, Jsonb *body, bytea *body_bytes,
         int64       length;
 
         LWLockAcquire(svcbus_queue_lock(def->queue_id), LW_SHARED);
-        length = svcbus_queue_unread(q) + q->n_inflight + q->n_ready + q->n_dead_pending;
+        length = svcbus_queue_unread(q) + q->n_inflight + q->n_ready +
+            q->n_dead_pending + q->n_parked;
         LWLockRelease(svcbus_queue_lock(def->queue_id));
         if (length >= def->max_length)
         {
@@ -389,6 +390,35 @@ read_new(const SvcbusQueueDef *def, SvcbusQueueState *q, int want, TimestampTz h
                 t->deliveries = c->r.deliveries + 1;
                 t->expires_at = c->expires_at;
                 q->segs[c->seg].tracked++;
+                if (!c->r.group_null)
+                {
+                    text       *gk = DatumGetTextPP(c->r.group_key);
+                    SvcbusGroup *g;
+
+                    t->has_group = true;
+                    t->group_hash = hash_bytes((unsigned char *) VARDATA_ANY(gk),
+                                               VARSIZE_ANY_EXHDR(gk));
+                    g = svcbus_group_get(qid, t->group_hash, true);
+                    if (g == NULL)
+                    {
+                        t->has_group = false;
+                        t->state = SVCBUS_MSG_READY;    /* counted, then dropped */
+                        q->n_ready++;
+                        svcbus_tracked_remove(q, t);
+                        *capacity_hit = true;
+                        break;
+                    }
+                    if (g->head != 0)
+                    {
+                        /* Behind an unsettled message of its group: park it. */
+                        t->state = SVCBUS_MSG_PARKED;
+                        dlist_push_tail(&g->parked, &t->gnode);
+                        g->nparked++;
+                        q->n_parked++;
+                        goto advance;
+                    }
+                    g->head = c->r.id;
+                }
                 if (c->expires_at != 0 && c->expires_at <= now)
                 {
                     t->state = SVCBUS_MSG_DEAD_PENDING;
@@ -406,6 +436,7 @@ read_new(const SvcbusQueueDef *def, SvcbusQueueState *q, int want, TimestampTz h
                     got++;
                 }
             }
+    advance:
             if (q->segs[c->seg].unread[p] > 0)
                 q->segs[c->seg].unread[p]--;
             if (c->r.visible_at > c->r.enqueued_at && q->n_delayed > 0)
@@ -942,4 +973,55 @@ svcbus_queue_truncated(int32 queue_id, int seg)
         q->segs[seg].pending = pending;
     }
     LWLockRelease(svcbus_queue_lock(queue_id));
+}
+
+/* ---------------------------------------------------------------------
+ * Replay
+ * ------------------------------------------------------------------- */
+
+/*
+ * Move every cursor of def's queue back to `from` (inclusive), so every
+ * retained message at or after it is delivered again, acknowledged or
+ * not.  Messages still in flight are not duplicated.  Takes effect at
+ * once (not transactional).  Returns how many messages were re-exposed.
+ */
+int64
+svcbus_queue_rewind(const SvcbusQueueDef *def, const SvcbusQueueKey *from)
+{
+    SvcbusQueueState *q = svcbus_queue_open(def);
+    int32       qid = def->queue_id;
+    SvcbusQueueKey cursor[SVCBUS_QUEUE_NPRIO];
+    int64       add[SVCBUS_QUEUE_NSEG][SVCBUS_QUEUE_NPRIO];
+    int64       total = 0;
+
+    cursor_lock(qid);
+    LWLockAcquire(svcbus_queue_lock(qid), LW_SHARED);
+    memcpy(cursor, q->cursor, sizeof(cursor));
+    LWLockRelease(svcbus_queue_lock(qid));
+
+    memset(add, 0, sizeof(add));
+    for (int s = 0; s < SVCBUS_QUEUE_NSEG; s++)
+        for (int p = 0; p < SVCBUS_QUEUE_NPRIO; p++)
+            if (svcbus_queue_key_cmp(&cursor[p], from) >= 0)
+            {
+                add[s][p] = svcbus_store_count_between(qid, s, p, from, &cursor[p]);
+                total += add[s][p];
+            }
+
+    LWLockAcquire(svcbus_queue_lock(qid), LW_EXCLUSIVE);
+    for (int p = 0; p < SVCBUS_QUEUE_NPRIO; p++)
+    {
+        if (svcbus_queue_key_cmp(&q->cursor[p], from) < 0)
+            continue;
+        q->cursor[p].visible_at = from->visible_at;
+        q->cursor[p].id = from->id - 1;     /* reads are "key > cursor" */
+        for (int s = 0; s < SVCBUS_QUEUE_NSEG; s++)
+            q->segs[s].unread[p] += add[s][p];
+    }
+    for (int s = 0; s < SVCBUS_QUEUE_NSEG; s++)
+        q->segs[s].check_acks = false;
+    LWLockRelease(svcbus_queue_lock(qid));
+    cursor_unlock(qid);
+    ConditionVariableBroadcast(&q->cv);
+    return total;
 }

@@ -20,6 +20,7 @@
 #include "miscadmin.h"
 #include "storage/shmem.h"
 #include "utils/hsearch.h"
+#include "utils/timestamp.h"
 
 #include "bus/queue.h"
 #include "extension/svcbus.h"
@@ -29,6 +30,7 @@ int         svcbus_max_queues = 1024;
 
 static HTAB *queue_states = NULL;
 static HTAB *tracked_msgs = NULL;
+static HTAB *groups = NULL;
 static LWLockPadded *queue_locks = NULL;
 static LWLockPadded *track_locks = NULL;
 
@@ -39,6 +41,7 @@ svcbus_queue_shmem_size(void)
 
     sz = add_size(sz, hash_estimate_size(svcbus_max_queues, sizeof(SvcbusQueueState)));
     sz = add_size(sz, hash_estimate_size(svcbus_max_tracked, sizeof(SvcbusTracked)));
+    sz = add_size(sz, hash_estimate_size(svcbus_max_tracked, sizeof(SvcbusGroup)));
     return sz;
 }
 
@@ -72,8 +75,22 @@ svcbus_queue_shmem_init(void)
                                  svcbus_max_tracked, svcbus_max_tracked,
                                  &info, HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
 
+    memset(&info, 0, sizeof(info));
+    info.keysize = sizeof(SvcbusGroupKey);
+    info.entrysize = sizeof(SvcbusGroup);
+    info.num_partitions = SVCBUS_TRACK_PARTITIONS;
+    groups = ShmemInitHash("svcbus ordered groups",
+                           svcbus_max_tracked, svcbus_max_tracked,
+                           &info, HASH_ELEM | HASH_BLOBS | HASH_PARTITION);
+
     queue_locks = GetNamedLWLockTranche("svcbus queue");
     track_locks = GetNamedLWLockTranche("svcbus tracked");
+}
+
+static LWLock *
+track_partition_lock(uint32 hashcode)
+{
+    return &track_locks[hashcode % SVCBUS_TRACK_PARTITIONS].lock;
 }
 
 LWLock *
@@ -150,11 +167,6 @@ svcbus_queue_state_forget(int32 queue_id)
     LWLockRelease(svcbus_shared->lock);
 }
 
-static LWLock *
-track_partition_lock(uint32 hashcode)
-{
-    return &track_locks[hashcode % SVCBUS_TRACK_PARTITIONS].lock;
-}
 
 /* Look up a tracked message.  Caller holds the queue's LWLock. */
 SvcbusTracked *
@@ -203,6 +215,82 @@ svcbus_tracked_enter(SvcbusQueueState *q, int64 msg_id)
     return t;
 }
 
+/*
+ * Find (or with create, make) the group (queue_id, group_hash).  NULL when
+ * absent, or when the table is full.  Caller holds the queue's LWLock.
+ */
+SvcbusGroup *
+svcbus_group_get(int32 queue_id, uint32 group_hash, bool create)
+{
+    SvcbusGroupKey key;
+    uint32      h;
+    SvcbusGroup *g;
+    bool        found;
+
+    key.queue_id = queue_id;
+    key.group_hash = group_hash;
+    h = get_hash_value(groups, &key);
+    LWLockAcquire(track_partition_lock(h), create ? LW_EXCLUSIVE : LW_SHARED);
+    g = hash_search_with_hash_value(groups, &key, h,
+                                    create ? HASH_ENTER_NULL : HASH_FIND, &found);
+    LWLockRelease(track_partition_lock(h));
+    if (g != NULL && create && !found)
+    {
+        g->head = 0;
+        dlist_init(&g->parked);
+        g->nparked = 0;
+    }
+    return g;
+}
+
+static void
+group_drop(SvcbusGroup *g)
+{
+    SvcbusGroupKey key = g->key;
+    uint32      h = get_hash_value(groups, &key);
+
+    LWLockAcquire(track_partition_lock(h), LW_EXCLUSIVE);
+    hash_search_with_hash_value(groups, &key, h, HASH_REMOVE, NULL);
+    LWLockRelease(track_partition_lock(h));
+}
+
+/*
+ * t, a message of an ordered group, stops being tracked.  If it was the
+ * group's head, the oldest parked message becomes the head and is ready
+ * for delivery now; an empty group is forgotten.
+ */
+static void
+group_release(SvcbusQueueState *q, SvcbusTracked *t)
+{
+    SvcbusGroup *g = svcbus_group_get(q->queue_id, t->group_hash, false);
+
+    if (g == NULL)
+        return;
+    if (t->state == SVCBUS_MSG_PARKED)
+    {
+        dlist_delete(&t->gnode);
+        g->nparked--;
+    }
+    else if (g->head == t->key.msg_id)
+    {
+        g->head = 0;
+        if (!dlist_is_empty(&g->parked))
+        {
+            SvcbusTracked *next = dlist_container(SvcbusTracked, gnode,
+                                                  dlist_pop_head_node(&g->parked));
+
+            g->nparked--;
+            q->n_parked--;
+            next->state = SVCBUS_MSG_READY;
+            next->due = GetCurrentTimestamp();
+            q->n_ready++;
+            g->head = next->key.msg_id;
+        }
+    }
+    if (g->head == 0 && g->nparked == 0)
+        group_drop(g);
+}
+
 /* Stop tracking t.  Caller holds the queue's LWLock exclusively. */
 void
 svcbus_tracked_remove(SvcbusQueueState *q, SvcbusTracked *t)
@@ -221,9 +309,14 @@ svcbus_tracked_remove(SvcbusQueueState *q, SvcbusTracked *t)
         case SVCBUS_MSG_DEAD_PENDING:
             q->n_dead_pending--;
             break;
+        case SVCBUS_MSG_PARKED:
+            q->n_parked--;
+            break;
     }
     if (t->seg < SVCBUS_QUEUE_NSEG)
         q->segs[t->seg].tracked--;
+    if (t->has_group)
+        group_release(q, t);
     dlist_delete(&t->node);
     h = get_hash_value(tracked_msgs, &key);
     LWLockAcquire(track_partition_lock(h), LW_EXCLUSIVE);

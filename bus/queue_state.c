@@ -88,7 +88,7 @@ svcbus_queue_reset(SvcbusQueueState *q)
     }
     q->floor = DT_NOBEGIN;
     q->next_due_hint = 0;
-    q->n_inflight = q->n_ready = q->n_dead_pending = q->n_delayed = 0;
+    q->n_inflight = q->n_ready = q->n_dead_pending = q->n_delayed = q->n_parked = 0;
     q->sent_total = q->received_total = q->acked_total = q->dead_total = 0;
 }
 

@@ -769,3 +769,79 @@ svcbus_store_forget(int32 queue_id)
 {
     forget_plans(queue_id);
 }
+
+/* Rows of (seg, prio) with from <= key <= to, latest snapshot. */
+int64
+svcbus_store_count_between(int32 queue_id, int seg, int prio,
+                           const SvcbusQueueKey *from, const SvcbusQueueKey *to)
+{
+    SvcbusAsOwner as;
+    StringInfoData sql;
+    Datum       values[5];
+    Oid         types[5] = {INT2OID, TIMESTAMPTZOID, INT8OID, TIMESTAMPTZOID, INT8OID};
+    int64       n = 0;
+    Snapshot    snap;
+    SPIPlanPtr  p;
+
+    initStringInfo(&sql);
+    appendStringInfo(&sql, "SELECT count(*) FROM svcbus_internal.q%d_m%d"
+                     " WHERE priority = $1 AND (visible_at, id) >= ($2, $3)"
+                     " AND (visible_at, id) <= ($4, $5)", queue_id, seg);
+    values[0] = Int16GetDatum(prio);
+    values[1] = TimestampTzGetDatum(from->visible_at);
+    values[2] = Int64GetDatum(from->id);
+    values[3] = TimestampTzGetDatum(to->visible_at);
+    values[4] = Int64GetDatum(to->id);
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    snap = RegisterSnapshot(GetLatestSnapshot());
+    p = SPI_prepare(sql.data, 5, types);
+    if (p == NULL || SPI_execute_snapshot(p, values, NULL, snap, InvalidSnapshot,
+                                          true, false, 1) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus: counting messages failed");
+    UnregisterSnapshot(snap);
+    {
+        bool        isnull;
+
+        n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    }
+    SPI_finish();
+    svcbus_leave_owner(&as);
+    pfree(sql.data);
+    return n;
+}
+
+/* The delivery key of message id, or false if it is not retained. */
+bool
+svcbus_store_key_of(int32 queue_id, int64 id, SvcbusQueueKey *key)
+{
+    SvcbusAsOwner as;
+    StringInfoData sql;
+    Datum       value = Int64GetDatum(id);
+    Oid         type = INT8OID;
+    bool        found = false;
+
+    initStringInfo(&sql);
+    appendStringInfoString(&sql, "SELECT visible_at FROM (");
+    for (int s = 0; s < SVCBUS_QUEUE_NSEG; s++)
+        appendStringInfo(&sql, "%sSELECT visible_at FROM svcbus_internal.q%d_m%d WHERE id = $1",
+                         s ? " UNION ALL " : "", queue_id, s);
+    appendStringInfoString(&sql, ") k LIMIT 1");
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    if (SPI_execute_with_args(sql.data, 1, &type, &value, NULL, true, 1) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus: message lookup failed");
+    if (SPI_processed > 0)
+    {
+        bool        isnull;
+
+        key->visible_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+                                                            SPI_tuptable->tupdesc, 1, &isnull));
+        key->id = id;
+        found = true;
+    }
+    SPI_finish();
+    svcbus_leave_owner(&as);
+    pfree(sql.data);
+    return found;
+}

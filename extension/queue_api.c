@@ -344,7 +344,8 @@ svcbus_purge_queue(PG_FUNCTION_ARGS)
     SPI_finish();
     svcbus_leave_owner(&as);
     LWLockAcquire(svcbus_queue_lock(def.queue_id), LW_SHARED);
-    count = svcbus_queue_unread(q) + q->n_inflight + q->n_ready + q->n_dead_pending;
+    count = svcbus_queue_unread(q) + q->n_inflight + q->n_ready + q->n_dead_pending +
+        q->n_parked;
     LWLockRelease(svcbus_queue_lock(def.queue_id));
     svcbus_queue_note_unload(def.queue_id, false);
     PG_RETURN_INT64(count);
@@ -686,7 +687,7 @@ svcbus_queue_info(PG_FUNCTION_ARGS)
 
         LWLockAcquire(svcbus_queue_lock(def.queue_id), LW_SHARED);
         unread = svcbus_queue_unread(q);
-        values[9] = Int64GetDatum(Max(unread - q->n_delayed, 0) + q->n_ready);
+        values[9] = Int64GetDatum(Max(unread - q->n_delayed, 0) + q->n_ready + q->n_parked);
         values[10] = Int64GetDatum(q->n_inflight);
         values[11] = Int64GetDatum(q->n_delayed);
         values[12] = Int64GetDatum(q->n_dead_pending);

@@ -210,3 +210,125 @@ CREATE VIEW svcbus.queue_stats AS
 COMMENT ON VIEW svcbus.queue_stats IS
   'Per-queue counters from shared memory (no count(*)); totals count since the server started.';
 GRANT SELECT ON svcbus.queue_stats TO PUBLIC;
+
+-- ---------------------------------------------------------------------------
+-- Topics: publish once, deliver to every subscribed queue whose binding
+-- pattern (RabbitMQ topic-exchange wildcards) and header filter match.
+-- ---------------------------------------------------------------------------
+CREATE TABLE svcbus_internal.topics (
+    topic_id    integer PRIMARY KEY GENERATED ALWAYS AS IDENTITY,
+    name        text NOT NULL UNIQUE,
+    owner       oid NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE svcbus_internal.topic_grants (
+    topic_id   integer NOT NULL REFERENCES svcbus_internal.topics ON DELETE CASCADE,
+    grantee    oid NOT NULL,        -- 0 = PUBLIC
+    privilege  text NOT NULL CHECK (privilege IN ('publish', 'admin')),
+    PRIMARY KEY (topic_id, grantee, privilege)
+);
+
+CREATE TABLE svcbus_internal.subscriptions (
+    topic_id      integer NOT NULL REFERENCES svcbus_internal.topics ON DELETE CASCADE,
+    queue_name    text NOT NULL REFERENCES svcbus_internal.queues (name) ON DELETE CASCADE,
+    pattern       text NOT NULL,
+    header_filter jsonb,
+    created_at    timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (topic_id, queue_name, pattern)
+);
+
+CREATE FUNCTION svcbus.create_topic(name text)
+RETURNS void AS 'MODULE_PATHNAME', 'svcbus_create_topic'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.create_topic(text) IS 'Create a topic; the caller owns it.';
+
+CREATE FUNCTION svcbus.drop_topic(name text, if_exists boolean DEFAULT false)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_drop_topic'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.drop_topic(text, boolean) IS 'Drop a topic and its subscriptions (the queues stay).';
+
+CREATE FUNCTION svcbus.subscribe(topic text, queue text, pattern text DEFAULT '#',
+                                 header_filter jsonb DEFAULT NULL)
+RETURNS void AS 'MODULE_PATHNAME', 'svcbus_subscribe'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.subscribe(text, text, text, jsonb) IS
+  'Deliver messages published to topic with a routing key matching pattern (* one word, # any words) and headers containing header_filter to queue.';
+
+CREATE FUNCTION svcbus.unsubscribe(topic text, queue text, pattern text DEFAULT NULL)
+RETURNS integer AS 'MODULE_PATHNAME', 'svcbus_unsubscribe'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.unsubscribe(text, text, text) IS
+  'Remove the subscriptions of queue to topic (all, or the one with pattern); returns how many.';
+
+CREATE FUNCTION svcbus.publish(topic text, routing_key text, body jsonb, headers jsonb DEFAULT NULL)
+RETURNS integer AS 'MODULE_PATHNAME', 'svcbus_publish'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.publish(text, text, jsonb, jsonb) IS
+  'Publish a message to every matching subscription (at commit); returns how many queues got it.';
+
+CREATE FUNCTION svcbus.grant_topic(topic text, role name, privilege text)
+RETURNS void AS 'MODULE_PATHNAME', 'svcbus_grant_topic'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.grant_topic(text, name, text) IS
+  'Give a role (or PUBLIC) the publish or admin right on a topic.';
+
+CREATE FUNCTION svcbus.list_subscriptions(
+    OUT topic text, OUT queue text, OUT pattern text, OUT header_filter jsonb)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'svcbus_list_subscriptions'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION svcbus.list_subscriptions() IS
+  'Subscriptions of the topics the caller has a right on.';
+
+-- Replay and redrive
+CREATE FUNCTION svcbus.rewind(queue text, to_id bigint)
+RETURNS bigint AS 'MODULE_PATHNAME', 'svcbus_rewind_id'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.rewind(text, bigint) IS
+  'Deliver again every retained message from message to_id on, acknowledged or not; returns how many.';
+
+CREATE FUNCTION svcbus.rewind(queue text, to_time timestamptz)
+RETURNS bigint AS 'MODULE_PATHNAME', 'svcbus_rewind_time'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.rewind(text, timestamptz) IS
+  'Deliver again every retained message that became visible at or after to_time; returns how many.';
+
+CREATE FUNCTION svcbus.redrive(dead_letter_queue text, target text, max integer DEFAULT 100)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    m record;
+    moved bigint := 0;
+    got integer;
+BEGIN
+    IF dead_letter_queue IS NULL OR target IS NULL OR max IS NULL THEN
+        RAISE EXCEPTION 'redrive arguments must not be null' USING ERRCODE = '22004';
+    END IF;
+    IF max < 1 THEN
+        RAISE EXCEPTION 'max must be at least 1' USING ERRCODE = '22023';
+    END IF;
+    LOOP
+        got := 0;
+        FOR m IN SELECT * FROM svcbus.receive(dead_letter_queue, least(max - moved, 1000)::integer, 300) LOOP
+            IF m.body IS NOT NULL THEN
+                PERFORM svcbus.send(target, m.body,
+                                    headers => m.headers - 'x-dead-letter-reason' - 'x-deliveries',
+                                    priority => m.priority, group_key => m.group_key);
+            ELSE
+                PERFORM svcbus.send_bytes(target, m.body_bytes,
+                                          headers => m.headers - 'x-dead-letter-reason' - 'x-deliveries',
+                                          priority => m.priority, group_key => m.group_key);
+            END IF;
+            PERFORM svcbus.ack(dead_letter_queue, m.id);
+            moved := moved + 1;
+            got := got + 1;
+        END LOOP;
+        EXIT WHEN got = 0 OR moved >= max;
+    END LOOP;
+    RETURN moved;
+END
+$$;
+COMMENT ON FUNCTION svcbus.redrive(text, text, integer) IS
+  'Move up to max messages from a dead-letter queue back to target, in the caller''s transaction.';
