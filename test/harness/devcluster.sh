@@ -95,9 +95,21 @@ CONF
         curl -sf "http://127.0.0.1:$GPORT/health" >/dev/null 2>&1 && break
         sleep 0.1
     done
+    for _ in $(seq 1 100); do
+        [ "$("${PSQL[@]}" -d svcbus -tAc "SELECT count(*) FROM svcbus.workers WHERE state <> 'running'")" = 0 ] && break
+        sleep 0.1
+    done
     echo
     echo "== svcbus $("${PSQL[@]}" -d svcbus -tAc 'SELECT svcbus.version()') is running"
     "${PSQL[@]}" -d svcbus -c "SELECT name, pid, state, detail, restarts FROM svcbus.workers"
+    echo "== a message round trip through queue 'demo':"
+    "${PSQL[@]}" -d svcbus <<'SQL'
+SELECT svcbus.create_queue('demo') WHERE NOT EXISTS (SELECT 1 FROM svcbus.list_queues() WHERE name = 'demo');
+SELECT svcbus.send('demo', jsonb_build_object('hello', 'world', 'at', now())) AS sent_id;
+WITH m AS (SELECT id, body, deliveries FROM svcbus.receive('demo', 1, wait => 1))
+SELECT m.id, m.body, m.deliveries, svcbus.ack('demo', m.id) AS acked FROM m;
+SELECT name, visible, in_flight, sent_total, acked_total FROM svcbus.queue_stats;
+SQL
     echo "== gateway health:"
     curl -s "http://127.0.0.1:$GPORT/health"; echo
     echo

@@ -1,0 +1,44 @@
+-- pgTAP: security shape of the queue API: no function of schema svcbus is
+-- SECURITY DEFINER; every SQL-language function pins its search_path; the
+-- storage schema and tables are closed to PUBLIC; a role without rights
+-- cannot reach a queue, and one with a grant can.
+BEGIN;
+SELECT plan(12);
+
+SELECT is((SELECT count(*)::int FROM pg_proc
+            WHERE pronamespace = 'svcbus'::regnamespace AND prosecdef),
+          0, 'no svcbus function is SECURITY DEFINER (they check the caller''s rights)');
+SELECT is((SELECT count(*)::int FROM pg_proc
+            WHERE pronamespace = 'svcbus'::regnamespace
+              AND prolang IN (SELECT oid FROM pg_language WHERE lanname IN ('sql', 'plpgsql'))
+              AND NOT coalesce(proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp']),
+          0, 'every SQL/PL function of svcbus pins search_path to pg_catalog, pg_temp');
+SELECT is((SELECT count(*)::int FROM pg_class c
+            WHERE c.relnamespace = 'svcbus_internal'::regnamespace
+              AND has_table_privilege('public', c.oid, 'SELECT')),
+          0, 'PUBLIC can read no storage table');
+SELECT schema_privs_are('svcbus_internal', 'public', ARRAY[]::text[], 'storage schema closed to PUBLIC');
+
+CREATE ROLE tap_owner;
+CREATE ROLE tap_other;
+SET LOCAL ROLE tap_owner;
+SELECT lives_ok($$SELECT svcbus.create_queue('tapq')$$, 'an ordinary role can create a queue');
+SELECT lives_ok($$SELECT svcbus.send('tapq', '{"a": 1}')$$, 'its owner can send');
+RESET ROLE;
+SET LOCAL ROLE tap_other;
+SELECT throws_ok($$SELECT svcbus.send('tapq', '{}')$$, '42501', NULL, 'a stranger cannot send');
+SELECT throws_ok($$SELECT * FROM svcbus.receive('tapq')$$, '42501', NULL, 'a stranger cannot receive');
+SELECT is((SELECT count(*)::int FROM svcbus.list_queues() WHERE name = 'tapq'), 0,
+          'a stranger does not see the queue');
+RESET ROLE;
+SET LOCAL ROLE tap_owner;
+SELECT lives_ok($$SELECT svcbus.grant_queue('tapq', 'tap_other', 'receive')$$, 'the owner grants receive');
+RESET ROLE;
+SET LOCAL ROLE tap_other;
+SELECT is((SELECT count(*)::int FROM svcbus.receive('tapq')), 0,
+          'with the grant it may receive; the send is not committed yet, so nothing is there');
+SELECT throws_ok($$SELECT svcbus.send('tapq', '{}')$$, '42501', NULL, 'receive does not imply send');
+RESET ROLE;
+
+SELECT * FROM finish();
+ROLLBACK;
