@@ -87,9 +87,12 @@ svcbus_queue_open(const SvcbusQueueDef *def)
     svcbus_queue_xact_init();
     q = svcbus_queue_state(def->queue_id, true);
     svcbus_queue_ensure_loaded(q, def->queue_id);
-    LWLockAcquire(svcbus_queue_lock(def->queue_id), LW_EXCLUSIVE);
-    q->max_deliveries = def->max_deliveries;
-    LWLockRelease(svcbus_queue_lock(def->queue_id));
+    if (q->max_deliveries != def->max_deliveries)  /* unlocked peek: int read */
+    {
+        LWLockAcquire(svcbus_queue_lock(def->queue_id), LW_EXCLUSIVE);
+        q->max_deliveries = def->max_deliveries;
+        LWLockRelease(svcbus_queue_lock(def->queue_id));
+    }
     return q;
 }
 
