@@ -122,6 +122,7 @@ test: deps
 	/usr/bin/python3 test/run_all.py
 
 bench: bench-deps
+	$(MAKE) clean
 	$(MAKE) all
 	$(MAKE) install
 	test/bench/run_all.sh

@@ -244,7 +244,6 @@ typedef struct SvcbusAsOwner
 {
     Oid         save_userid;
     int         save_sec;
-    int         guc_level;
 } SvcbusAsOwner;
 extern void svcbus_enter_owner(SvcbusAsOwner *s);
 extern void svcbus_leave_owner(SvcbusAsOwner *s);

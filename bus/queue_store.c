@@ -12,8 +12,8 @@
  * Rows are never updated or deleted; space comes back when the queue
  * worker TRUNCATEs a settled segment.
  *
- * Every statement runs through SPI as the extension's owner with
- * search_path pinned to "pg_catalog, pg_temp" (svcbus_enter_owner), after
+ * Every statement runs through SPI as the extension's owner with the
+ * search path pinned to pg_catalog (svcbus_enter_owner), after
  * the caller's own rights on the queue were checked.  Reads that drive
  * the cursor use the latest snapshot, not the transaction's, so a
  * REPEATABLE READ receiver cannot make the cursor pass rows it cannot see.
@@ -35,6 +35,7 @@
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -103,27 +104,35 @@ extension_owner(void)
 }
 
 /*
- * Switch to the extension owner with search_path pinned; undo with
- * svcbus_leave_owner.  On ERROR, transaction abort restores both.
+ * Switch to the extension owner with the search path pinned to pg_catalog
+ * alone (no temp schema, nothing the caller controls); undo with
+ * svcbus_leave_owner.  The path is pushed as an override search path,
+ * which cached plans remember, so they are never re-planned under the
+ * caller's search_path.  On ERROR, (sub)transaction abort restores both.
  */
 void
 svcbus_enter_owner(SvcbusAsOwner *s)
 {
+    static OverrideSearchPath *pinned = NULL;
     Oid         owner = extension_owner();
 
+    if (pinned == NULL)
+    {
+        pinned = MemoryContextAllocZero(TopMemoryContext, sizeof(OverrideSearchPath));
+        pinned->schemas = NIL;
+        pinned->addCatalog = true;
+        pinned->addTemp = false;
+    }
     GetUserIdAndSecContext(&s->save_userid, &s->save_sec);
     SetUserIdAndSecContext(owner, s->save_sec | SECURITY_LOCAL_USERID_CHANGE |
                            SECURITY_RESTRICTED_OPERATION);
-    s->guc_level = NewGUCNestLevel();
-    (void) set_config_option("search_path", "pg_catalog, pg_temp",
-                             PGC_USERSET, PGC_S_SESSION,
-                             GUC_ACTION_SAVE, true, 0, false);
+    PushOverrideSearchPath(pinned);
 }
 
 void
 svcbus_leave_owner(SvcbusAsOwner *s)
 {
-    AtEOXact_GUC(true, s->guc_level);
+    PopOverrideSearchPath();
     SetUserIdAndSecContext(s->save_userid, s->save_sec);
 }
 
