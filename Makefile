@@ -17,8 +17,12 @@ OBJS = \
 	bgworkers/worker.o \
 	bgworkers/launcher.o \
 	bgworkers/queue_worker.o \
+	bgworkers/lock_worker.o \
 	extension/queue_api.o \
 	extension/topic_api.o \
+	extension/lock_api.o \
+	bus/lock_sm.o \
+	bus/lock_shmem.o \
 	bus/topic_match.o \
 	bus/backoff.o \
 	bus/queue_shmem.o \
@@ -33,7 +37,7 @@ PGFILEDESC = "svcbus - service bus inside PostgreSQL"
 
 # pg_regress: tests in test/sql, expected output in test/expected, run on a
 # temporary instance that preloads svcbus (see test/svcbus.conf).
-REGRESS        = version workers queue_basic queue_errors queue_dead_letters queue_permissions queue_groups queue_topics
+REGRESS        = version workers queue_basic queue_errors queue_dead_letters queue_permissions queue_groups queue_topics locks
 REGRESS_OUTDIR ?= test/results-regress
 REGRESS_OPTS   = --inputdir=test --outputdir=$(REGRESS_OUTDIR) \
                  --temp-instance=$(REGRESS_OUTDIR)/tmp_check \

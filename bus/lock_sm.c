@@ -463,8 +463,8 @@ svcbus_lock_renew(SvcbusLockTable *t, const char *name, const char *owner,
 
     if (h < 0)
         return SVCBUS_LOCK_E_NOT_HELD;
-    if (ttl_ms <= 0)
-        return SVCBUS_LOCK_E_LIMIT;
+    if (ttl_ms <= 0 || reqs(t)[h].expires_at == 0)
+        return SVCBUS_LOCK_E_LIMIT;     /* no lease to renew */
     reqs(t)[h].expires_at = now + ttl_ms;
     return SVCBUS_LOCK_OK;
 }

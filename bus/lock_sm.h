@@ -143,7 +143,7 @@ void        svcbus_lock_cancel(SvcbusLockTable *t, int32_t req, int64_t now, Svc
 SvcbusLockRc svcbus_lock_release(SvcbusLockTable *t, const char *name, const char *owner,
                                  uint64_t token, int64_t now, SvcbusLockResult *res);
 
-/* Extend the lease of the holder with `token` to now + ttl_ms. */
+/* Extend the lease of the holder with `token` to now + ttl_ms (E_LIMIT: it has no lease). */
 SvcbusLockRc svcbus_lock_renew(SvcbusLockTable *t, const char *name, const char *owner,
                                uint64_t token, int64_t ttl_ms, int64_t now);
 

@@ -11,6 +11,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "bus/locks.h"
 #include "bus/queue.h"
 #include "extension/svcbus.h"
 
@@ -81,6 +82,13 @@ svcbus_guc_define(void)
                                 NULL,
                                 &svcbus_max_queues,
                                 1024, 16, 1000000,
+                                PGC_POSTMASTER, 0,
+                                NULL, NULL, NULL);
+        DefineCustomIntVariable("svcbus.max_locks",
+                                "Most svcbus locks and semaphores held or waited for at once.",
+                                "Requests (holders plus waiters) can be twice as many.",
+                                &svcbus_max_locks,
+                                4096, 16, 32768,
                                 PGC_POSTMASTER, 0,
                                 NULL, NULL, NULL);
         DefineCustomIntVariable("svcbus.max_tracked_messages",

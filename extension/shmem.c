@@ -23,6 +23,7 @@
 #include "storage/shmem.h"
 #include "utils/timestamp.h"
 
+#include "bus/locks.h"
 #include "bus/queue.h"
 #include "extension/svcbus.h"
 
@@ -59,6 +60,7 @@ svcbus_shmem_request(void)
     RequestAddinShmemSpace(MAXALIGN(sizeof(SvcbusShared)));
     RequestNamedLWLockTranche("svcbus", 1);
     svcbus_queue_shmem_request();
+    svcbus_lock_shmem_request();
 }
 
 /* Seed slot i of a fresh table: name from the registry, history from carry. */
@@ -135,6 +137,7 @@ svcbus_shmem_startup(void)
         pm_have_carry = false;
     }
     svcbus_queue_shmem_init();
+    svcbus_lock_shmem_init();
     LWLockRelease(AddinShmemInitLock);
 
     if (!IsUnderPostmaster)

@@ -332,3 +332,94 @@ END
 $$;
 COMMENT ON FUNCTION svcbus.redrive(text, text, integer) IS
   'Move up to max messages from a dead-letter queue back to target, in the caller''s transaction.';
+
+-- ---------------------------------------------------------------------------
+-- Lock service: named locks with leases and fencing tokens, semaphores,
+-- leader election (state in shared memory; see bus/README-locks.md).
+-- ---------------------------------------------------------------------------
+CREATE FUNCTION svcbus.lock(name text, ttl double precision DEFAULT NULL,
+                            wait double precision DEFAULT NULL, mode text DEFAULT 'exclusive',
+                            owner text DEFAULT NULL)
+RETURNS bigint AS 'MODULE_PATHNAME', 'svcbus_lock'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.lock(text, double precision, double precision, text, text) IS
+  'Acquire a named lock (exclusive or shared), waiting up to wait seconds (NULL: forever); returns a fencing token, or NULL if not granted in time. ttl makes it a lease; owner names a holder other than this session (needs a ttl).';
+
+CREATE FUNCTION svcbus.try_lock(name text, ttl double precision DEFAULT NULL,
+                                mode text DEFAULT 'exclusive', owner text DEFAULT NULL)
+RETURNS bigint AS 'MODULE_PATHNAME', 'svcbus_try_lock'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.try_lock(text, double precision, text, text) IS
+  'Acquire a named lock without waiting; fencing token or NULL.';
+
+CREATE FUNCTION svcbus.unlock(name text, token bigint, owner text DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_unlock'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.unlock(text, bigint, text) IS
+  'Release one hold of a lock; false (nothing changed) when it is not held with that token.';
+
+CREATE FUNCTION svcbus.renew(name text, token bigint, ttl double precision, owner text DEFAULT NULL)
+RETURNS timestamptz AS 'MODULE_PATHNAME', 'svcbus_renew'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.renew(text, bigint, double precision, text) IS
+  'Extend a lease to now + ttl seconds; error SB102 when it is no longer held.';
+
+CREATE FUNCTION svcbus.lock_xact(name text, wait double precision DEFAULT NULL,
+                                 mode text DEFAULT 'exclusive')
+RETURNS bigint AS 'MODULE_PATHNAME', 'svcbus_lock_xact'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.lock_xact(text, double precision, text) IS
+  'Acquire a named lock released at commit or rollback; fencing token or NULL.';
+
+CREATE FUNCTION svcbus.fence(name text, token bigint)
+RETURNS void AS 'MODULE_PATHNAME', 'svcbus_fence'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.fence(text, bigint) IS
+  'Raise SB101 unless token is the current fencing token of a holder of the lock (use in triggers to refuse deposed holders).';
+
+CREATE FUNCTION svcbus.acquire_permits(name text, permits integer, "limit" integer,
+                                       ttl double precision DEFAULT NULL,
+                                       wait double precision DEFAULT NULL, owner text DEFAULT NULL)
+RETURNS bigint AS 'MODULE_PATHNAME', 'svcbus_acquire_permits'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.acquire_permits(text, integer, integer, double precision, double precision, text) IS
+  'Take permits of a counting semaphore of the given limit; token or NULL when not granted in time.';
+
+CREATE FUNCTION svcbus.release_permits(name text, token bigint, owner text DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_release_permits'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.release_permits(text, bigint, text) IS
+  'Give back the permits taken with token; false when not held.';
+
+CREATE FUNCTION svcbus.campaign(election text, candidate text, ttl double precision)
+RETURNS bigint AS 'MODULE_PATHNAME', 'svcbus_campaign'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.campaign(text, text, double precision) IS
+  'Become (or stay) leader of an election for ttl seconds; returns the term, or NULL when another candidate leads. Elections are NOTIFYed on channel svcbus_leader.';
+
+CREATE FUNCTION svcbus.resign(election text, candidate text, term bigint)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_resign'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.resign(text, text, bigint) IS 'Step down as leader; false when not leader with that term.';
+
+CREATE FUNCTION svcbus.leader(election text, OUT candidate text, OUT term bigint, OUT expires_at timestamptz)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'svcbus_leader'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.leader(text) IS 'The current leader of an election, if any.';
+
+CREATE FUNCTION svcbus.lock_key(name text)
+RETURNS bigint AS 'MODULE_PATHNAME', 'svcbus_lock_key'
+LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION svcbus.lock_key(text) IS
+  'Key of the advisory lock behind a svcbus lock: pg_advisory_lock(svcbus.lock_key(name)) interoperates.';
+
+CREATE FUNCTION svcbus.lock_status(
+    OUT name text, OUT kind text, OUT mode text, OUT owner text, OUT state text,
+    OUT token bigint, OUT hold_count integer, OUT expires_at timestamptz, OUT waiters integer)
+RETURNS SETOF record AS 'MODULE_PATHNAME', 'svcbus_lock_status'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION svcbus.lock_status() IS 'Holders and waiters of every svcbus lock and semaphore.';
+
+CREATE VIEW svcbus.locks AS SELECT * FROM svcbus.lock_status();
+COMMENT ON VIEW svcbus.locks IS 'One row per holder or waiter of a svcbus lock or semaphore.';
+GRANT SELECT ON svcbus.locks TO PUBLIC;
