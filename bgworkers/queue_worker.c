@@ -12,7 +12,8 @@
  *    transaction, then forgets them (a crash in between repeats the move:
  *    dead-lettering is at-least-once);
  *  - rotates the insert segment and TRUNCATEs segments whose messages are
- *    all settled and past retention (never waiting for a table lock).
+ *    all settled and past retention (never waiting for a table lock);
+ *  - deletes stored leases of the lock service that have ended.
  * Then it sleeps on its latch until the next due time, at most
  * svcbus.maintenance_naptime.  An ERROR ends the process; the launcher
  * restarts it, and since all its state is in shared memory and tables,
@@ -135,6 +136,14 @@ queue_pass(MemoryContext cxt, char *detail, size_t len)
     memset(&ps, 0, sizeof(ps));
     ps.now = GetCurrentTimestamp();
     svcbus_queue_foreach(tend_queue, &ps);
+
+    /* Stored leases that ended (the lock worker ended them in memory). */
+    begin_xact("svcbus lease cleanup");
+    SPI_connect();
+    if (SPI_execute("DELETE FROM svcbus_internal.leases WHERE expires_at < now()", false, 0) < 0)
+        elog(ERROR, "svcbus: lease cleanup failed");
+    SPI_finish();
+    end_xact();
     snprintf(detail, len, "serving database \"%s\"", svcbus_database);
     return ps.next_wake;
 }

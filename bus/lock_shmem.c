@@ -34,7 +34,13 @@ int         svcbus_max_locks = 4096;
 
 static SvcbusLockTable *lock_table = NULL;
 static LWLock *lock_lwlock = NULL;
-static pg_atomic_uint32 *worker_procno = NULL;  /* lock worker's PGPROC number + 1 */
+typedef struct LockShared
+{
+    pg_atomic_uint32 worker_procno;     /* lock worker's PGPROC number + 1 */
+    pg_atomic_uint32 leases_loaded;     /* stored leases put back since startup */
+} LockShared;
+
+static LockShared *lock_shared = NULL;
 
 #define EPOCH_DIR  "svcbus"
 #define EPOCH_FILE "svcbus/lock_epoch"
@@ -56,7 +62,7 @@ void
 svcbus_lock_shmem_request(void)
 {
     RequestAddinShmemSpace(svcbus_lock_shmem_size());
-    RequestAddinShmemSpace(MAXALIGN(sizeof(pg_atomic_uint32)));
+    RequestAddinShmemSpace(MAXALIGN(sizeof(LockShared)));
     RequestNamedLWLockTranche("svcbus locks", 1);
 }
 
@@ -116,16 +122,31 @@ svcbus_lock_shmem_init(void)
     else
         lock_table = arena;
     lock_lwlock = &(GetNamedLWLockTranche("svcbus locks"))->lock;
-    worker_procno = ShmemInitStruct("svcbus lock worker", sizeof(pg_atomic_uint32), &found);
+    lock_shared = ShmemInitStruct("svcbus lock shared", sizeof(LockShared), &found);
     if (!found)
-        pg_atomic_init_u32(worker_procno, 0);
+    {
+        pg_atomic_init_u32(&lock_shared->worker_procno, 0);
+        pg_atomic_init_u32(&lock_shared->leases_loaded, 0);
+    }
+}
+
+bool
+svcbus_lock_leases_loaded(void)
+{
+    return pg_atomic_read_u32(&lock_shared->leases_loaded) != 0;
+}
+
+void
+svcbus_lock_set_leases_loaded(void)
+{
+    pg_atomic_write_u32(&lock_shared->leases_loaded, 1);
 }
 
 /* The lock worker announces itself (procno) so lease changes can wake it. */
 void
 svcbus_lock_worker_register(int procno)
 {
-    pg_atomic_write_u32(worker_procno, (uint32) procno + 1);
+    pg_atomic_write_u32(&lock_shared->worker_procno, (uint32) procno + 1);
 }
 
 /* Wake the lock worker: a lease was granted or renewed. */
@@ -134,9 +155,9 @@ svcbus_lock_wake_worker(void)
 {
     uint32      p;
 
-    if (worker_procno == NULL)
+    if (lock_shared == NULL)
         return;
-    p = pg_atomic_read_u32(worker_procno);
+    p = pg_atomic_read_u32(&lock_shared->worker_procno);
     if (p > 0 && p - 1 < ProcGlobal->allProcCount)
         SetLatch(&ProcGlobal->allProcs[p - 1].procLatch);
 }

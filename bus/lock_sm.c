@@ -618,3 +618,44 @@ svcbus_lock_req(const SvcbusLockTable *t, int32_t i)
 {
     return (i >= 0 && i < t->max_reqs && reqs(t)[i].in_use) ? &reqs(t)[i] : NULL;
 }
+
+SvcbusLockRc
+svcbus_lock_restore(SvcbusLockTable *t, const char *name, SvcbusLockKind kind,
+                    const char *owner, SvcbusLockMode mode, int32_t permits,
+                    int32_t limit, uint64_t token, int64_t expires_at)
+{
+    int32_t     li = svcbus_lock_find(t, name);
+    int32_t     r;
+    SvcbusLockReq *q;
+
+    if (li >= 0 && entries(t)[li].kind != kind)
+        return SVCBUS_LOCK_E_KIND;
+    if (li < 0)
+    {
+        li = entry_create(t, name, kind, kind == SVCBUS_LOCK_KIND_SEMAPHORE ? limit : 0);
+        if (li < 0)
+            return SVCBUS_LOCK_E_FULL;
+    }
+    r = req_alloc(t);
+    if (r < 0)
+    {
+        entry_free_if_idle(t, li);
+        return SVCBUS_LOCK_E_FULL;
+    }
+    q = &reqs(t)[r];
+    q->lock = li;
+    strncpy(q->owner, owner, SVCBUS_LOCK_OWNER_MAX - 1);
+    q->mode = kind == SVCBUS_LOCK_KIND_SEMAPHORE ? SVCBUS_LOCK_PERMITS : mode;
+    q->permits = kind == SVCBUS_LOCK_KIND_SEMAPHORE ? permits : 1;
+    q->granted = 1;
+    q->holds = 1;
+    q->token = token;
+    q->expires_at = expires_at;
+    q->ttl_ms = 1;
+    q->waiter = -1;
+    q->next = entries(t)[li].holders;
+    entries(t)[li].holders = r;
+    if (kind == SVCBUS_LOCK_KIND_SEMAPHORE)
+        entries(t)[li].used += q->permits;
+    return SVCBUS_LOCK_OK;
+}

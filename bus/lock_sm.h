@@ -132,6 +132,15 @@ SvcbusLockRc svcbus_lock_acquire(SvcbusLockTable *t, const char *name, SvcbusLoc
                                  int32_t limit, int64_t ttl_ms, int64_t now, bool may_wait,
                                  int32_t waiter, SvcbusLockResult *res);
 
+/*
+ * Put back a holder remembered across a restart (a lease of a named
+ * owner): granted at once with its old token and lease end.  Used only on
+ * a table that has no holder for `name` with another kind.
+ */
+SvcbusLockRc svcbus_lock_restore(SvcbusLockTable *t, const char *name, SvcbusLockKind kind,
+                                 const char *owner, SvcbusLockMode mode, int32_t permits,
+                                 int32_t limit, uint64_t token, int64_t expires_at);
+
 /* A queued request gives up (timeout, cancel).  Waiters behind it may be granted. */
 void        svcbus_lock_cancel(SvcbusLockTable *t, int32_t req, int64_t now, SvcbusLockResult *res);
 

@@ -27,6 +27,8 @@
 #include <math.h>
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "commands/async.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -146,6 +148,134 @@ mode_arg(FunctionCallInfo fcinfo, int n)
     return SVCBUS_LOCK_EXCLUSIVE;   /* not reached */
 }
 
+/* ---------------------------------------------------------------------
+ * Stored leases of named owners (svcbus_internal.leases)
+ * ------------------------------------------------------------------- */
+
+static void
+lease_sql(const char *sql, int nargs, Oid *types, Datum *values)
+{
+    SvcbusAsOwner as;
+
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    if (SPI_execute_with_args(sql, nargs, types, values, NULL, false, 0) < 0)
+        elog(ERROR, "svcbus: writing a lease failed");
+    SPI_finish();
+    svcbus_leave_owner(&as);
+}
+
+/* Remember a lease of a named owner (durable when the caller commits). */
+static void
+lease_store(const char *name, const char *owner, SvcbusLockKind kind, SvcbusLockMode mode,
+            int32 permits, int32 limit, uint64 token, int64 expires_ms)
+{
+    Oid         types[8] = {TEXTOID, TEXTOID, INT2OID, INT2OID, INT4OID, INT4OID, INT8OID, TIMESTAMPTZOID};
+    Datum       values[8];
+
+    values[0] = CStringGetTextDatum(name);
+    values[1] = CStringGetTextDatum(owner);
+    values[2] = Int16GetDatum((int16) kind);
+    values[3] = Int16GetDatum((int16) mode);
+    values[4] = Int32GetDatum(permits);
+    values[5] = Int32GetDatum(limit);
+    values[6] = Int64GetDatum((int64) token);
+    values[7] = TimestampTzGetDatum((TimestampTz) expires_ms * 1000);
+    lease_sql("INSERT INTO svcbus_internal.leases VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+              " ON CONFLICT (name, owner) DO UPDATE SET kind = EXCLUDED.kind, mode = EXCLUDED.mode,"
+              " permits = EXCLUDED.permits, lim = EXCLUDED.lim, token = EXCLUDED.token,"
+              " expires_at = EXCLUDED.expires_at", 8, types, values);
+}
+
+static void
+lease_forget(const char *name, const char *owner)
+{
+    Oid         types[2] = {TEXTOID, TEXTOID};
+    Datum       values[2];
+
+    values[0] = CStringGetTextDatum(name);
+    values[1] = CStringGetTextDatum(owner);
+    lease_sql("DELETE FROM svcbus_internal.leases WHERE name = $1 AND owner = $2",
+              2, types, values);
+}
+
+static void
+lease_renew(const char *name, const char *owner, int64 expires_ms)
+{
+    Oid         types[3] = {TEXTOID, TEXTOID, TIMESTAMPTZOID};
+    Datum       values[3];
+
+    values[0] = CStringGetTextDatum(name);
+    values[1] = CStringGetTextDatum(owner);
+    values[2] = TimestampTzGetDatum((TimestampTz) expires_ms * 1000);
+    lease_sql("UPDATE svcbus_internal.leases SET expires_at = $3 WHERE name = $1 AND owner = $2",
+              3, types, values);
+}
+
+static bool
+is_session_owner(const char *owner)
+{
+    return strncmp(owner, "pid:", 4) == 0;
+}
+
+/*
+ * Once per server start (shared memory creation): put the stored leases
+ * that have not ended back into the lock table, with their old tokens, and
+ * drop the ended ones.  Serialised by a heavyweight lock; runs before this
+ * backend's first lock command, so no grant can slip in before them.
+ */
+static void
+leases_load(void)
+{
+    LOCKTAG     tag;
+    SvcbusAsOwner as;
+    int64       now = now_ms();
+    Datum       arg = TimestampTzGetDatum(GetCurrentTimestamp());
+    Oid         type = TIMESTAMPTZOID;
+
+    if (svcbus_lock_leases_loaded())
+        return;
+    SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0x53564255, 0, 6);
+    (void) LockAcquire(&tag, ExclusiveLock, false, false);
+    if (!svcbus_lock_leases_loaded())
+    {
+        svcbus_enter_owner(&as);
+        SPI_connect();
+        if (SPI_execute_with_args("SELECT name, owner, kind, mode, permits, lim, token, expires_at"
+                                  " FROM svcbus_internal.leases WHERE expires_at > $1",
+                                  1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
+            elog(ERROR, "svcbus: reading stored leases failed");
+        LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
+        for (uint64 i = 0; i < SPI_processed; i++)
+        {
+            HeapTuple   tup = SPI_tuptable->vals[i];
+            TupleDesc   d = SPI_tuptable->tupdesc;
+            bool        isnull;
+            int64       exp_ms = DatumGetTimestampTz(SPI_getbinval(tup, d, 8, &isnull)) / 1000;
+
+            if (exp_ms <= now)
+                continue;
+            (void) svcbus_lock_restore(svcbus_lock_table(), SPI_getvalue(tup, d, 1),
+                                       (SvcbusLockKind) DatumGetInt16(SPI_getbinval(tup, d, 3, &isnull)),
+                                       SPI_getvalue(tup, d, 2),
+                                       (SvcbusLockMode) DatumGetInt16(SPI_getbinval(tup, d, 4, &isnull)),
+                                       DatumGetInt32(SPI_getbinval(tup, d, 5, &isnull)),
+                                       DatumGetInt32(SPI_getbinval(tup, d, 6, &isnull)),
+                                       (uint64) DatumGetInt64(SPI_getbinval(tup, d, 7, &isnull)),
+                                       exp_ms);
+        }
+        LWLockRelease(svcbus_lock_lwlock());
+        if (SPI_execute_with_args("DELETE FROM svcbus_internal.leases WHERE expires_at <= $1",
+                                  1, &type, &arg, NULL, false, 0) < 0)
+            elog(ERROR, "svcbus: dropping ended leases failed");
+        SPI_finish();
+        svcbus_leave_owner(&as);
+        svcbus_lock_set_leases_loaded();
+        svcbus_lock_wake_worker();
+    }
+    LockRelease(&tag, ExclusiveLock, false);
+}
+
 static void
 prepare(void)
 {
@@ -157,6 +287,7 @@ prepare(void)
         before_shmem_exit(release_session, (Datum) 0);
         exit_hook_set = true;
     }
+    leases_load();
 }
 
 /* 64-bit key of a name for the physical advisory lock (FNV-1a). */
@@ -442,6 +573,8 @@ lock_common(FunctionCallInfo fcinfo, bool may_wait)
         PG_RETURN_NULL();
     if (ttl_ms > 0)
         svcbus_lock_wake_worker();
+    if (explicit_owner)
+        lease_store(name, owner, SVCBUS_LOCK_KIND_LOCK, mode, 1, 0, token, now_ms() + ttl_ms);
     if (!explicit_owner && ttl_ms == 0 &&
         !take_physical(name, mode, true, may_wait, token, owner))
         PG_RETURN_NULL();
@@ -511,6 +644,8 @@ svcbus_unlock(PG_FUNCTION_ARGS)
     ok = release(name, owner, token);
     if (ok && session && !leased)
         drop_physical(name, mode);
+    if (ok && !session)
+        lease_forget(name, owner);
     PG_RETURN_BOOL(ok);
 }
 
@@ -544,7 +679,11 @@ svcbus_renew(PG_FUNCTION_ARGS)
     LWLockRelease(svcbus_lock_lwlock());
     wake(&res);
     if (rc == SVCBUS_LOCK_OK)
+    {
         svcbus_lock_wake_worker();
+        if (!is_session_owner(owner))
+            lease_renew(name, owner, now + ttl_ms);
+    }
     if (rc == SVCBUS_LOCK_E_LIMIT)
         ereport(ERROR,
                 (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -684,6 +823,9 @@ svcbus_acquire_permits(PG_FUNCTION_ARGS)
         PG_RETURN_NULL();
     if (ttl_ms > 0)
         svcbus_lock_wake_worker();
+    if (!is_session_owner(owner))
+        lease_store(name, owner, SVCBUS_LOCK_KIND_SEMAPHORE, SVCBUS_LOCK_PERMITS, permits, limit,
+                    token, now_ms() + ttl_ms);
     PG_RETURN_INT64((int64) token);
 }
 
@@ -704,7 +846,13 @@ svcbus_release_permits(PG_FUNCTION_ARGS)
         session_owner(owner);
     else
         strlcpy(owner, text_to_cstring(PG_GETARG_TEXT_PP(2)), sizeof(owner));
-    PG_RETURN_BOOL(release(name, owner, (uint64) PG_GETARG_INT64(1)));
+    {
+        bool        ok = release(name, owner, (uint64) PG_GETARG_INT64(1));
+
+        if (ok && !is_session_owner(owner))
+            lease_forget(name, owner);
+        PG_RETURN_BOOL(ok);
+    }
 }
 
 /* ---------------------------------------------------------------------
@@ -769,6 +917,8 @@ svcbus_campaign(PG_FUNCTION_ARGS)
     if (term == 0)
         PG_RETURN_NULL();
     svcbus_lock_wake_worker();
+    lease_store(lname, candidate, SVCBUS_LOCK_KIND_LOCK, SVCBUS_LOCK_EXCLUSIVE, 1, 0, term,
+                now + ttl_ms);
     if (fresh)
     {
         char        payload[SVCBUS_LOCK_NAME_MAX + SVCBUS_LOCK_OWNER_MAX + 32];
@@ -801,6 +951,7 @@ svcbus_resign(PG_FUNCTION_ARGS)
     {
         char        payload[SVCBUS_LOCK_NAME_MAX + SVCBUS_LOCK_OWNER_MAX + 32];
 
+        lease_forget(lname, candidate);
         snprintf(payload, sizeof(payload), "resigned %s %s %lld", election, candidate,
                  (long long) PG_GETARG_INT64(2));
         Async_Notify("svcbus_leader", payload);

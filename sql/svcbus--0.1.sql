@@ -423,3 +423,18 @@ COMMENT ON FUNCTION svcbus.lock_status() IS 'Holders and waiters of every svcbus
 CREATE VIEW svcbus.locks AS SELECT * FROM svcbus.lock_status();
 COMMENT ON VIEW svcbus.locks IS 'One row per holder or waiter of a svcbus lock or semaphore.';
 GRANT SELECT ON svcbus.locks TO PUBLIC;
+
+-- Leases of named owners, so they are honoured until expiry after a crash
+-- restart (reloaded into shared memory on first use).  Session locks are
+-- not stored: they end with their session.
+CREATE TABLE svcbus_internal.leases (
+    name        text NOT NULL,
+    owner       text NOT NULL,
+    kind        smallint NOT NULL,
+    mode        smallint NOT NULL,
+    permits     integer NOT NULL,
+    lim         integer NOT NULL,
+    token       bigint NOT NULL,
+    expires_at  timestamptz NOT NULL,
+    PRIMARY KEY (name, owner)
+);

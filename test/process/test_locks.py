@@ -158,3 +158,25 @@ def test_kill9_frees_session_locks_and_tokens_keep_increasing(cluster):
     again = cluster.execute("SELECT svcbus.lock('crashy')")[0][0]
     assert again > after
     cluster.execute("SELECT svcbus.unlock('crashy', %s)", (again,))
+
+
+def test_lease_of_named_owner_is_honoured_across_postmaster_kill9(cluster):
+    """A committed lease of a named owner survives kill -9 of the postmaster:
+    after restart it still excludes others with its old token (fence passes)
+    until its end; then the lock is free and new tokens are larger."""
+    tok = cluster.execute("SELECT svcbus.lock('durable', ttl => 4, owner => 'client-1')")[0][0]
+    taken = time.time()
+    cluster.kill9_postmaster()
+    cluster.start()
+    if time.time() - taken < 3:     # only meaningful while the lease lasts
+        assert cluster.execute("SELECT svcbus.try_lock('durable')")[0][0] is None
+        assert cluster.execute("SELECT owner, token FROM svcbus.locks WHERE name = 'durable'") == [("client-1", tok)]
+        cluster.execute("SELECT svcbus.fence('durable', %s)", (tok,))
+    new = wait_for(lambda: cluster.execute("SELECT svcbus.try_lock('durable')")[0][0],
+                   timeout=15, what="lease ended")
+    assert time.time() - taken >= 3.9
+    assert new > tok
+    cluster.execute("SELECT svcbus.unlock('durable', %s)", (new,))
+    wait_for(lambda: cluster.execute("SELECT count(*) FROM svcbus_internal.leases "
+                                     "WHERE name = 'durable'")[0][0] == 0,
+             what="the ended lease's row cleaned up")

@@ -252,6 +252,30 @@ full_arena_is_refused(void **state)
     free(t);
 }
 
+/* A lease restored after a restart keeps its token, excludes others and expires on time. */
+static void
+restored_lease_is_honoured(void **state)
+{
+    SvcbusLockTable *old = new_table(8, 16, 3);
+    SvcbusLockTable *t;
+    SvcbusLockResult r, b, ex;
+    uint64_t    tok;
+
+    (void) state;
+    svcbus_lock_acquire(old, "lease", L, "client", X, 1, 0, 5000, 0, true, 1, &r);
+    tok = r.token;
+    free(old);
+    t = new_table(8, 16, 4);    /* restart: new epoch, empty table */
+    assert_int_equal(svcbus_lock_restore(t, "lease", L, "client", X, 1, 0, tok, 5000), SVCBUS_LOCK_OK);
+    assert_int_equal(svcbus_lock_fence(t, "lease", tok), SVCBUS_LOCK_OK);
+    assert_int_equal(svcbus_lock_acquire(t, "lease", L, "other", X, 1, 0, 0, 100, true, 2, &b), SVCBUS_LOCK_QUEUED);
+    assert_int_equal(svcbus_lock_expire(t, 4999, &ex), 0);
+    assert_int_equal(svcbus_lock_expire(t, 5000, &ex), 1);
+    assert_int_equal(ex.woken_waiter[0], 2);
+    assert_true(svcbus_lock_req(t, b.req)->token > tok);
+    free(t);
+}
+
 int
 main(void)
 {
@@ -267,6 +291,7 @@ main(void)
         cmocka_unit_test(deadlock_cycle_is_found),
         cmocka_unit_test(owner_end_releases_everything),
         cmocka_unit_test(full_arena_is_refused),
+        cmocka_unit_test(restored_lease_is_honoured),
     };
 
     return cmocka_run_group_tests_name("bus_lock_sm", tests, NULL, NULL);
