@@ -107,7 +107,7 @@ def test_deposed_holder_is_fenced_off_in_its_own_transaction(cluster):
     cluster.execute("CREATE TRIGGER ledger_fence BEFORE INSERT ON ledger "
                     "FOR EACH ROW EXECUTE FUNCTION ledger_fence()")
     a, b = cluster.connect(), cluster.connect()
-    ta = a.execute("SELECT svcbus.lock('ledger', ttl => 0.3, owner => 'worker-a')").fetchone()[0]
+    ta = a.execute("SELECT svcbus.lock('ledger', ttl => 1.5, owner => 'worker-a')").fetchone()[0]
     a.execute("INSERT INTO ledger VALUES ('a', %s)", (ta,))          # while current: fine
     tb = b.execute("SELECT svcbus.lock('ledger', ttl => 30, owner => 'worker-b', wait => 10)").fetchone()[0]
     assert tb > ta
@@ -127,7 +127,7 @@ def test_session_end_frees_session_locks_but_not_leases_of_named_owners(cluster)
     s = cluster.connect()
     pid = s.execute("SELECT pg_backend_pid()").fetchone()[0]
     s.execute("SELECT svcbus.lock('mine')")
-    s.execute("SELECT svcbus.lock('client-lease', ttl => 1.0, owner => 'client-9')")
+    s.execute("SELECT svcbus.lock('client-lease', ttl => 4.0, owner => 'client-9')")
     cluster.execute("SELECT pg_terminate_backend(%s)", (pid,))
     wait_for(lambda: cluster.execute("SELECT count(*) FROM svcbus.locks WHERE name = 'mine'")[0][0] == 0,
              what="session lock freed")
