@@ -50,6 +50,7 @@ typedef struct SvcbusQueueKey
 
 typedef enum SvcbusTrackedState
 {
+    SVCBUS_MSG_NEW = 0,         /* just entered, in no list yet */
     SVCBUS_MSG_INFLIGHT = 1,    /* leased to a receiver until `due` */
     SVCBUS_MSG_READY,           /* to be delivered again from `due` on */
     SVCBUS_MSG_DEAD_PENDING,    /* the worker moves it to the dead letters */
@@ -85,7 +86,7 @@ typedef struct SvcbusTrackedKey
 typedef struct SvcbusTracked
 {
     SvcbusTrackedKey key;
-    dlist_node  node;           /* in the queue's `tracked` list */
+    dlist_node  node;           /* in q->lists[state] */
     dlist_node  gnode;          /* in its group's parked list, when PARKED */
     SvcbusQueueKey row;         /* where the row is: (visible_at, id) */
     TimestampTz due;            /* lease end or redelivery time */
@@ -139,7 +140,8 @@ typedef struct SvcbusQueueState
     SvcbusPendingSend pending[SVCBUS_QUEUE_MAX_PENDING];
     int         pending_overflow;       /* xacts not in `pending` */
     TimestampTz overflow_min_visible_at;
-    dlist_head  tracked;        /* SvcbusTracked of this queue */
+    dlist_head  lists[5];       /* SvcbusTracked by state; INFLIGHT and
+                                 * READY sorted by due */
     int64       n_inflight;
     int64       n_ready;
     int64       n_dead_pending;
@@ -217,6 +219,8 @@ extern void svcbus_queue_state_forget(int32 queue_id);
 extern SvcbusTracked *svcbus_tracked_find(int32 queue_id, int64 msg_id);
 extern SvcbusTracked *svcbus_tracked_enter(SvcbusQueueState *q, int64 msg_id);
 extern void svcbus_tracked_remove(SvcbusQueueState *q, SvcbusTracked *t);
+extern void svcbus_tracked_move(SvcbusQueueState *q, SvcbusTracked *t, int state, TimestampTz due);
+extern void svcbus_tracked_remove_all(SvcbusQueueState *q);
 extern SvcbusGroup *svcbus_group_get(int32 queue_id, uint32 group_hash, bool create);
 extern void svcbus_queue_foreach(void (*fn) (int32 queue_id, void *arg), void *arg);
 extern int  svcbus_max_tracked;

@@ -238,57 +238,70 @@ static int
 take_ready(SvcbusQueueState *q, TimestampTz now, int max, int64 vt_ms,
            Taken *out, TimestampTz *next_wake)
 {
-    dlist_iter  it;
+    dlist_head *inflight = &q->lists[SVCBUS_MSG_INFLIGHT];
+    dlist_head *ready = &q->lists[SVCBUS_MSG_READY];
     int         n = 0;
 
     *next_wake = 0;
-    dlist_foreach(it, &q->tracked)
+    /* Leases that ended, oldest first (the list is sorted by due). */
+    while (!dlist_is_empty(inflight))
     {
-        SvcbusTracked *t = dlist_container(SvcbusTracked, node, it.cur);
+        SvcbusTracked *t = dlist_head_element(SvcbusTracked, node, inflight);
 
+        if (t->due > now)
+            break;
         if (t->settling_backend >= 0)
-            continue;           /* its settler decides at commit */
-        if (t->state == SVCBUS_MSG_INFLIGHT && t->due <= now)
         {
-            q->n_inflight--;
-            if (q->max_deliveries > 0 && t->deliveries >= q->max_deliveries)
-            {
-                t->state = SVCBUS_MSG_DEAD_PENDING;
-                t->dead_reason = SVCBUS_DEAD_MAX_DELIVERIES;
-                q->n_dead_pending++;
-                continue;
-            }
-            t->state = SVCBUS_MSG_READY;
-            t->due = now;
-            q->n_ready++;
-        }
-        if (t->state == SVCBUS_MSG_READY && t->due <= now && n < max)
-        {
-            if (t->expires_at != 0 && t->expires_at <= now)
-            {
-                q->n_ready--;
-                t->state = SVCBUS_MSG_DEAD_PENDING;
-                t->dead_reason = SVCBUS_DEAD_TTL;
-                q->n_dead_pending++;
-                continue;
-            }
-            q->n_ready--;
-            q->n_inflight++;
-            t->state = SVCBUS_MSG_INFLIGHT;
-            t->due = TimestampTzPlusMilliseconds(now, vt_ms);
-            t->deliveries++;
-            out[n].id = t->key.msg_id;
-            out[n].row = t->row;
-            out[n].seg = t->seg;
-            out[n].prio = t->priority;
-            out[n].deliveries = t->deliveries;
-            n++;
+            /* Its settler decides at commit; look again a little later. */
+            svcbus_tracked_move(q, t, SVCBUS_MSG_INFLIGHT, TimestampTzPlusMilliseconds(now, 100));
             continue;
         }
-        if ((t->state == SVCBUS_MSG_INFLIGHT || t->state == SVCBUS_MSG_READY) &&
-            t->due > now && (*next_wake == 0 || t->due < *next_wake))
-            *next_wake = t->due;
+        if (q->max_deliveries > 0 && t->deliveries >= q->max_deliveries)
+        {
+            t->dead_reason = SVCBUS_DEAD_MAX_DELIVERIES;
+            svcbus_tracked_move(q, t, SVCBUS_MSG_DEAD_PENDING, now);
+        }
+        else
+            svcbus_tracked_move(q, t, SVCBUS_MSG_READY, now);
     }
+    /* Messages due again, in due order. */
+    while (n < max && !dlist_is_empty(ready))
+    {
+        SvcbusTracked *t = dlist_head_element(SvcbusTracked, node, ready);
+
+        if (t->due > now)
+            break;
+        if (t->settling_backend >= 0)
+        {
+            svcbus_tracked_move(q, t, SVCBUS_MSG_READY, TimestampTzPlusMilliseconds(now, 100));
+            continue;
+        }
+        if (t->expires_at != 0 && t->expires_at <= now)
+        {
+            t->dead_reason = SVCBUS_DEAD_TTL;
+            svcbus_tracked_move(q, t, SVCBUS_MSG_DEAD_PENDING, now);
+            continue;
+        }
+        t->deliveries++;
+        out[n].id = t->key.msg_id;
+        out[n].row = t->row;
+        out[n].seg = t->seg;
+        out[n].prio = t->priority;
+        out[n].deliveries = t->deliveries;
+        svcbus_tracked_move(q, t, SVCBUS_MSG_INFLIGHT, TimestampTzPlusMilliseconds(now, vt_ms));
+        n++;
+    }
+    if (!dlist_is_empty(inflight))
+        *next_wake = dlist_head_element(SvcbusTracked, node, inflight)->due;
+    if (!dlist_is_empty(ready))
+    {
+        TimestampTz d = dlist_head_element(SvcbusTracked, node, ready)->due;
+
+        if (*next_wake == 0 || d < *next_wake)
+            *next_wake = d;
+    }
+    if (*next_wake != 0 && *next_wake <= now)
+        *next_wake = TimestampTzPlusMilliseconds(now, 1);
     q->received_total += n;
     return n;
 }
@@ -405,8 +418,6 @@ read_new(const SvcbusQueueDef *def, SvcbusQueueState *q, int want, TimestampTz h
                     if (g == NULL)
                     {
                         t->has_group = false;
-                        t->state = SVCBUS_MSG_READY;    /* counted, then dropped */
-                        q->n_ready++;
                         svcbus_tracked_remove(q, t);
                         *capacity_hit = true;
                         break;
@@ -414,25 +425,22 @@ read_new(const SvcbusQueueDef *def, SvcbusQueueState *q, int want, TimestampTz h
                     if (g->head != 0)
                     {
                         /* Behind an unsettled message of its group: park it. */
-                        t->state = SVCBUS_MSG_PARKED;
+                        svcbus_tracked_move(q, t, SVCBUS_MSG_PARKED, 0);
                         dlist_push_tail(&g->parked, &t->gnode);
                         g->nparked++;
-                        q->n_parked++;
                         goto advance;
                     }
                     g->head = c->r.id;
                 }
                 if (c->expires_at != 0 && c->expires_at <= now)
                 {
-                    t->state = SVCBUS_MSG_DEAD_PENDING;
                     t->dead_reason = SVCBUS_DEAD_TTL;
-                    q->n_dead_pending++;
+                    svcbus_tracked_move(q, t, SVCBUS_MSG_DEAD_PENDING, now);
                 }
                 else
                 {
-                    t->state = SVCBUS_MSG_INFLIGHT;
-                    t->due = TimestampTzPlusMilliseconds(now, vt_ms);
-                    q->n_inflight++;
+                    svcbus_tracked_move(q, t, SVCBUS_MSG_INFLIGHT,
+                                        TimestampTzPlusMilliseconds(now, vt_ms));
                     out[got] = c->r;
                     out[got].deliveries = t->deliveries;
                     out[got].priority = p;
@@ -659,7 +667,7 @@ svcbus_queue_extend(const SvcbusQueueDef *def, int64 id, int64 vt_ms)
         not_in_flight(def, id);
     }
     due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), vt_ms);
-    t->due = due;
+    svcbus_tracked_move(q, t, SVCBUS_MSG_INFLIGHT, due);
     LWLockRelease(svcbus_queue_lock(def->queue_id));
     (void) q;
     return due;
@@ -695,11 +703,9 @@ overflow_make_room(const SvcbusQueueDef *def, SvcbusQueueState *q)
     t = svcbus_tracked_find(def->queue_id, r.id);
     if (t != NULL && t->state == SVCBUS_MSG_INFLIGHT)
     {
-        q->n_inflight--;
         q->received_total--;
-        t->state = SVCBUS_MSG_DEAD_PENDING;
         t->dead_reason = SVCBUS_DEAD_OVERFLOW;
-        q->n_dead_pending++;
+        svcbus_tracked_move(q, t, SVCBUS_MSG_DEAD_PENDING, now);
     }
     LWLockRelease(svcbus_queue_lock(def->queue_id));
     return 1;
@@ -762,13 +768,13 @@ svcbus_queue_settle_dead(int32 queue_id, int max)
     max = Min(max, 1000);
 
     LWLockAcquire(svcbus_queue_lock(queue_id), LW_EXCLUSIVE);
-    dlist_foreach(it, &q->tracked)
+    dlist_foreach(it, &q->lists[SVCBUS_MSG_DEAD_PENDING])
     {
         SvcbusTracked *t = dlist_container(SvcbusTracked, node, it.cur);
 
         if (n >= max)
             break;
-        if (t->state != SVCBUS_MSG_DEAD_PENDING || t->settling_backend >= 0)
+        if (t->settling_backend >= 0)
             continue;
         dead_items[n].id = t->key.msg_id;
         dead_items[n].row = t->row;

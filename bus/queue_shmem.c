@@ -123,7 +123,8 @@ svcbus_queue_state(int32 queue_id, bool create)
     {
         q->loaded = false;
         q->max_deliveries = 0;
-        dlist_init(&q->tracked);
+        for (int l = 0; l < 5; l++)
+            dlist_init(&q->lists[l]);
         ConditionVariableInit(&q->cv);
         for (int i = 0; i < SVCBUS_QUEUE_MAX_PENDING; i++)
             q->pending[i].procno = -1;
@@ -154,14 +155,7 @@ svcbus_queue_state_forget(int32 queue_id)
     q = hash_search(queue_states, &queue_id, HASH_FIND, NULL);
     if (q != NULL)
     {
-        dlist_mutable_iter it;
-
-        dlist_foreach_modify(it, &q->tracked)
-        {
-            SvcbusTracked *t = dlist_container(SvcbusTracked, node, it.cur);
-
-            svcbus_tracked_remove(q, t);
-        }
+        svcbus_tracked_remove_all(q);
         hash_search(queue_states, &queue_id, HASH_REMOVE, NULL);
     }
     LWLockRelease(svcbus_shared->lock);
@@ -187,8 +181,8 @@ svcbus_tracked_find(int32 queue_id, int64 msg_id)
 }
 
 /*
- * Start tracking msg_id of queue q (appended to q->tracked, fields zeroed
- * but the key).  Returns NULL when the table is full or the id is already
+ * Start tracking msg_id of queue q (state NEW, in no list, fields zeroed
+ * but the key; the caller moves it with svcbus_tracked_move).  Returns NULL when the table is full or the id is already
  * tracked.  Caller holds the queue's LWLock exclusively.
  */
 SvcbusTracked *
@@ -211,7 +205,7 @@ svcbus_tracked_enter(SvcbusQueueState *q, int64 msg_id)
     memset(((char *) t) + sizeof(SvcbusTrackedKey), 0,
            sizeof(SvcbusTracked) - sizeof(SvcbusTrackedKey));
     t->settling_backend = -1;
-    dlist_push_tail(&q->tracked, &t->node);
+    t->state = SVCBUS_MSG_NEW;
     return t;
 }
 
@@ -280,15 +274,77 @@ group_release(SvcbusQueueState *q, SvcbusTracked *t)
                                                   dlist_pop_head_node(&g->parked));
 
             g->nparked--;
-            q->n_parked--;
-            next->state = SVCBUS_MSG_READY;
-            next->due = GetCurrentTimestamp();
-            q->n_ready++;
+            svcbus_tracked_move(q, next, SVCBUS_MSG_READY, GetCurrentTimestamp());
             g->head = next->key.msg_id;
         }
     }
     if (g->head == 0 && g->nparked == 0)
         group_drop(g);
+}
+
+static int64 *
+state_counter(SvcbusQueueState *q, int state)
+{
+    switch (state)
+    {
+        case SVCBUS_MSG_INFLIGHT:
+            return &q->n_inflight;
+        case SVCBUS_MSG_READY:
+            return &q->n_ready;
+        case SVCBUS_MSG_DEAD_PENDING:
+            return &q->n_dead_pending;
+        case SVCBUS_MSG_PARKED:
+            return &q->n_parked;
+    }
+    return NULL;
+}
+
+/* Insert t into list h keeping it sorted by due (usually at the tail). */
+static void
+insert_by_due(dlist_head *h, SvcbusTracked *t)
+{
+    dlist_iter  it;
+
+    dlist_reverse_foreach(it, h)
+    {
+        SvcbusTracked *o = dlist_container(SvcbusTracked, node, it.cur);
+
+        if (o->due <= t->due)
+        {
+            dlist_insert_after(&o->node, &t->node);
+            return;
+        }
+    }
+    dlist_push_head(h, &t->node);
+}
+
+/*
+ * Give t a new state (and due time), moving it to that state's list and
+ * keeping the counters.  In-flight and ready lists stay sorted by due, so
+ * expiry and delivery look only at their heads.  Caller holds the queue's
+ * LWLock exclusively.
+ */
+void
+svcbus_tracked_move(SvcbusQueueState *q, SvcbusTracked *t, int state, TimestampTz due)
+{
+    int64      *c;
+
+    if (t->state != SVCBUS_MSG_NEW)
+    {
+        dlist_delete(&t->node);
+        c = state_counter(q, t->state);
+        if (c)
+            (*c)--;
+    }
+    t->state = state;
+    t->due = due;
+    if (state == SVCBUS_MSG_INFLIGHT || state == SVCBUS_MSG_READY)
+        insert_by_due(&q->lists[state], t);
+    else
+        dlist_push_tail(&q->lists[state], &t->node);
+    c = state_counter(q, state);
+    if (c)
+        (*c)++;
 }
 
 /* Stop tracking t.  Caller holds the queue's LWLock exclusively. */
@@ -298,30 +354,43 @@ svcbus_tracked_remove(SvcbusQueueState *q, SvcbusTracked *t)
     SvcbusTrackedKey key = t->key;
     uint32      h;
 
-    switch (t->state)
-    {
-        case SVCBUS_MSG_INFLIGHT:
-            q->n_inflight--;
-            break;
-        case SVCBUS_MSG_READY:
-            q->n_ready--;
-            break;
-        case SVCBUS_MSG_DEAD_PENDING:
-            q->n_dead_pending--;
-            break;
-        case SVCBUS_MSG_PARKED:
-            q->n_parked--;
-            break;
-    }
     if (t->seg < SVCBUS_QUEUE_NSEG)
         q->segs[t->seg].tracked--;
     if (t->has_group)
         group_release(q, t);
-    dlist_delete(&t->node);
+    if (t->state != SVCBUS_MSG_NEW)
+    {
+        int64      *c = state_counter(q, t->state);
+
+        dlist_delete(&t->node);
+        if (c)
+            (*c)--;
+    }
     h = get_hash_value(tracked_msgs, &key);
     LWLockAcquire(track_partition_lock(h), LW_EXCLUSIVE);
     hash_search_with_hash_value(tracked_msgs, &key, h, HASH_REMOVE, NULL);
     LWLockRelease(track_partition_lock(h));
+}
+
+/* Stop tracking every message of q (purge, drop).  Caller holds its lock. */
+void
+svcbus_tracked_remove_all(SvcbusQueueState *q)
+{
+    bool        any = true;
+
+    /* Removing a group's head may promote a parked message: repeat. */
+    while (any)
+    {
+        any = false;
+        for (int l = 1; l < 5; l++)
+        {
+            while (!dlist_is_empty(&q->lists[l]))
+            {
+                svcbus_tracked_remove(q, dlist_head_element(SvcbusTracked, node, &q->lists[l]));
+                any = true;
+            }
+        }
+    }
 }
 
 /*

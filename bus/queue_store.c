@@ -21,6 +21,10 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
@@ -29,8 +33,11 @@
 #include "commands/sequence.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "executor/tuptable.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
@@ -73,6 +80,7 @@ typedef struct SeqCacheEntry
 } SeqCacheEntry;
 
 static HTAB *plan_cache = NULL;
+static HTAB *segrels_cache = NULL;     /* SegRelsEntry */
 static HTAB *seq_cache = NULL;
 
 /* ---------------------------------------------------------------------
@@ -402,6 +410,18 @@ forget_plans(int32 queue_id)
     }
     if (seq_cache)
         hash_search(seq_cache, &queue_id, HASH_REMOVE, NULL);
+    if (segrels_cache)
+    {
+        for (int s = 0; s < SVCBUS_QUEUE_NSEG; s++)
+        {
+            StorePlanKey key;
+
+            memset(&key, 0, sizeof(key));
+            key.queue_id = queue_id;
+            key.seg = s;
+            hash_search(segrels_cache, &key, HASH_REMOVE, NULL);
+        }
+    }
 }
 
 /* ---------------------------------------------------------------------
@@ -531,6 +551,134 @@ row_to_received(int i, MemoryContext cxt, SvcbusReceived *out, TimestampTz *expi
     MemoryContextSwitchTo(old);
 }
 
+/* Heap and key-index OIDs of segment seg of a queue (cached per backend). */
+typedef struct SegRelsEntry
+{
+    StorePlanKey key;           /* kind unused (0) */
+    Oid         heap;
+    Oid         index;
+} SegRelsEntry;
+
+static void
+seg_relids(int32 queue_id, int seg, Oid *heap, Oid *index)
+{
+    StorePlanKey key;
+    SegRelsEntry *e;
+    bool        found;
+
+    if (segrels_cache == NULL)
+    {
+        HASHCTL     ctl;
+
+        memset(&ctl, 0, sizeof(ctl));
+        ctl.keysize = sizeof(StorePlanKey);
+        ctl.entrysize = sizeof(SegRelsEntry);
+        segrels_cache = hash_create("svcbus segment relations", 64, &ctl, HASH_ELEM | HASH_BLOBS);
+    }
+    memset(&key, 0, sizeof(key));
+    key.queue_id = queue_id;
+    key.seg = seg;
+    e = hash_search(segrels_cache, &key, HASH_ENTER, &found);
+    if (!found || !OidIsValid(e->heap) || !OidIsValid(e->index))
+    {
+        char        name[NAMEDATALEN];
+        Oid         nsp = get_namespace_oid("svcbus_internal", false);
+
+        snprintf(name, sizeof(name), "q%d_m%d", queue_id, seg);
+        e->heap = get_relname_relid(name, nsp);
+        snprintf(name, sizeof(name), "q%d_m%d_key", queue_id, seg);
+        e->index = get_relname_relid(name, nsp);
+        if (!OidIsValid(e->heap) || !OidIsValid(e->index))
+        {
+            hash_search(segrels_cache, &key, HASH_REMOVE, NULL);
+            elog(ERROR, "svcbus: segment %d of queue %d is missing", seg, queue_id);
+        }
+    }
+    *heap = e->heap;
+    *index = e->index;
+}
+
+/* A varlena column of the slot, detoasted and copied into cxt, or NULL. */
+static Datum
+copy_varlena(TupleTableSlot *slot, int attno, MemoryContext cxt, bool *isnull)
+{
+    Datum       d = slot->tts_values[attno - 1];
+    MemoryContext old;
+    Datum       out;
+
+    *isnull = slot->tts_isnull[attno - 1];
+    if (*isnull)
+        return (Datum) 0;
+    old = MemoryContextSwitchTo(cxt);
+    out = PointerGetDatum(PG_DETOAST_DATUM_COPY(d));
+    MemoryContextSwitchTo(old);
+    return out;
+}
+
+/*
+ * The common case of a cursor read, without SPI: walk the key index of the
+ * segment from (prio, after.visible_at) in order with the latest snapshot,
+ * skipping keys <= after and stopping at visible_at >= before.  No rights
+ * are checked here: callers checked the caller's right on the queue.
+ */
+static int
+scan_direct(int32 queue_id, int seg, int prio, const SvcbusQueueKey *after,
+            TimestampTz before, int limit, SvcbusReceived *out, TimestampTz *expires_out)
+{
+    MemoryContext cxt = CurrentMemoryContext;
+    Oid         heapoid,
+                indexoid;
+    Relation    heap,
+                index;
+    Snapshot    snap;
+    ScanKeyData keys[2];
+    IndexScanDesc scan;
+    TupleTableSlot *slot;
+    int         n = 0;
+
+    seg_relids(queue_id, seg, &heapoid, &indexoid);
+    heap = table_open(heapoid, AccessShareLock);
+    index = index_open(indexoid, AccessShareLock);
+    snap = RegisterSnapshot(GetLatestSnapshot());
+    ScanKeyInit(&keys[0], 1, BTEqualStrategyNumber, F_INT2EQ, Int16GetDatum((int16) prio));
+    ScanKeyInit(&keys[1], 2, BTGreaterEqualStrategyNumber, F_TIMESTAMPTZ_GE,
+                TimestampTzGetDatum(after->visible_at));
+    scan = index_beginscan(heap, index, snap, 2, 0);
+    index_rescan(scan, keys, 2, NULL, 0);
+    slot = table_slot_create(heap, NULL);
+    while (n < limit && index_getnext_slot(scan, ForwardScanDirection, slot))
+    {
+        TimestampTz vis;
+        int64       id;
+        SvcbusReceived *r = &out[n];
+
+        slot_getallattrs(slot);
+        id = DatumGetInt64(slot->tts_values[0]);
+        vis = DatumGetTimestampTz(slot->tts_values[1]);
+        if (vis >= before)
+            break;
+        if (vis == after->visible_at && id <= after->id)
+            continue;
+        r->id = id;
+        r->visible_at = vis;
+        r->priority = prio;
+        r->enqueued_at = DatumGetTimestampTz(slot->tts_values[3]);
+        expires_out[n] = slot->tts_isnull[4] ? 0 : DatumGetTimestampTz(slot->tts_values[4]);
+        r->deliveries = DatumGetInt32(slot->tts_values[5]);
+        r->group_key = copy_varlena(slot, 7, cxt, &r->group_null);
+        r->headers = copy_varlena(slot, 9, cxt, &r->headers_null);
+        r->body = copy_varlena(slot, 10, cxt, &r->body_null);
+        r->body_bytes = copy_varlena(slot, 11, cxt, &r->bytes_null);
+        n++;
+    }
+    ExecDropSingleTupleTableSlot(slot);
+    index_endscan(scan);
+    UnregisterSnapshot(snap);
+    index_close(index, AccessShareLock);
+    table_close(heap, AccessShareLock);
+    return n;
+}
+
 /*
  * Read up to `limit` rows of segment seg, priority prio, with key > after
  * and visible_at < before, in key order, with the latest snapshot.  Rows
@@ -548,6 +696,9 @@ svcbus_store_scan(int32 queue_id, int seg, int prio,
     int         rc;
     int         n;
     Snapshot    snap;
+
+    if (!check_acks)
+        return scan_direct(queue_id, seg, prio, after, before, limit, out, expires_out);
 
     values[0] = Int16GetDatum(prio);
     values[1] = TimestampTzGetDatum(after->visible_at);

@@ -272,22 +272,14 @@ svcbus_queue_apply_settle(SvcbusQueueState *q, SvcbusTracked *t, TimestampTz now
     }
     t->settling_backend = -1;
     t->settle_kind = SVCBUS_SETTLE_NONE;
-    if (t->state == SVCBUS_MSG_INFLIGHT)
-        q->n_inflight--;
-    else if (t->state == SVCBUS_MSG_READY)
-        q->n_ready--;
     if (q->max_deliveries > 0 && t->deliveries >= q->max_deliveries)
     {
-        t->state = SVCBUS_MSG_DEAD_PENDING;
         t->dead_reason = SVCBUS_DEAD_MAX_DELIVERIES;
-        q->n_dead_pending++;
+        svcbus_tracked_move(q, t, SVCBUS_MSG_DEAD_PENDING, now);
     }
     else
-    {
-        t->state = SVCBUS_MSG_READY;
-        t->due = TimestampTzPlusMilliseconds(now, t->settle_delay_ms);
-        q->n_ready++;
-    }
+        svcbus_tracked_move(q, t, SVCBUS_MSG_READY,
+                            TimestampTzPlusMilliseconds(now, t->settle_delay_ms));
 }
 
 /* Lock q for a callback; NULL if it is gone.  Never raises. */
@@ -390,7 +382,6 @@ at_end(bool commit)
             int         v = lfirst_int(lc);
             int32       queue_id = v < 0 ? -v : v;
             SvcbusQueueState *q = lock_queue(queue_id);
-            dlist_mutable_iter it;
 
             if (q == NULL)
                 continue;
@@ -398,8 +389,7 @@ at_end(bool commit)
                 svcbus_queue_state_forget(queue_id);
             else
             {
-                dlist_foreach_modify(it, &q->tracked)
-                    svcbus_tracked_remove(q, dlist_container(SvcbusTracked, node, it.cur));
+                svcbus_tracked_remove_all(q);
                 svcbus_queue_empty(q, now);
             }
             LWLockRelease(svcbus_queue_lock(queue_id));
