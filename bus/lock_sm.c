@@ -219,6 +219,8 @@ grant(SvcbusLockTable *t, int32_t li, int32_t r, int64_t now)
     q->holds = 1;
     q->token = ((uint64_t) t->epoch << 40) | (++t->counter & ((UINT64_C(1) << 40) - 1));
     q->expires_at = q->ttl_ms > 0 ? now + q->ttl_ms : 0;
+    if (q->expires_at != 0)
+        t->nleases++;
     q->next = e->holders;
     e->holders = r;
     if (e->kind == SVCBUS_LOCK_KIND_SEMAPHORE)
@@ -321,7 +323,11 @@ svcbus_lock_acquire(SvcbusLockTable *t, const char *name, SvcbusLockKind kind,
             }
             q->holds++;
             if (ttl_ms > 0)
+            {
+                if (q->expires_at == 0)
+                    t->nleases++;
                 q->expires_at = now + ttl_ms;
+            }
             if (res)
             {
                 res->token = q->token;
@@ -413,6 +419,8 @@ drop_holder(SvcbusLockTable *t, int32_t r, int64_t now, SvcbusLockResult *res)
     list_remove(t, &e->holders, NULL, r);
     if (e->kind == SVCBUS_LOCK_KIND_SEMAPHORE)
         e->used -= reqs(t)[r].permits;
+    if (reqs(t)[r].expires_at != 0)
+        t->nleases--;
     req_free(t, r);
     grant_waiters(t, li, now, res);
     entry_free_if_idle(t, li);
@@ -475,6 +483,8 @@ svcbus_lock_expire(SvcbusLockTable *t, int64_t now, SvcbusLockResult *res)
     int         n = 0;
 
     res_clear(res);
+    if (t->nleases == 0)
+        return 0;
     for (int32_t r = 0; r < t->max_reqs; r++)
     {
         SvcbusLockReq *q = &reqs(t)[r];
@@ -528,6 +538,8 @@ svcbus_lock_next_expiry(const SvcbusLockTable *t)
 {
     int64_t     next = 0;
 
+    if (t->nleases == 0)
+        return 0;
     for (int32_t r = 0; r < t->max_reqs; r++)
     {
         const SvcbusLockReq *q = &reqs(t)[r];
@@ -653,6 +665,8 @@ svcbus_lock_restore(SvcbusLockTable *t, const char *name, SvcbusLockKind kind,
     q->expires_at = expires_at;
     q->ttl_ms = 1;
     q->waiter = -1;
+    if (expires_at != 0)
+        t->nleases++;
     q->next = entries(t)[li].holders;
     entries(t)[li].holders = r;
     if (kind == SVCBUS_LOCK_KIND_SEMAPHORE)

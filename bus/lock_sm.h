@@ -97,6 +97,7 @@ typedef struct SvcbusLockTable
     int32_t     free_req;
     int32_t     nlocks;
     int32_t     nreqs;
+    int32_t     nleases;                /* granted requests with a lease end */
     /* followed in the arena by: int32 buckets[nbuckets], entries[max_locks], reqs[max_reqs] */
 } SvcbusLockTable;
 

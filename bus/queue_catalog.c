@@ -46,15 +46,19 @@ static uint64 def_cache_generation = 0;
 void
 svcbus_queue_check_database(void)
 {
+    static Oid  checked_db = InvalidOid;    /* a backend never changes database */
     char       *db;
 
     svcbus_shmem_require();
+    if (checked_db == MyDatabaseId)
+        return;
     db = get_database_name(MyDatabaseId);
     if (db == NULL || strcmp(db, svcbus_database) != 0)
         ereport(ERROR,
                 (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
                  errmsg("svcbus queues are served only in database \"%s\"", svcbus_database),
                  errhint("Use that database, or set svcbus.database and restart the server.")));
+    checked_db = MyDatabaseId;
 }
 
 /* Raise 42602 unless name is 1-63 of [A-Za-z0-9_.-], not starting with . or -. */

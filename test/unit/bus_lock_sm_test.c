@@ -151,6 +151,7 @@ leases_expire_and_hand_over(void **state)
     assert_int_equal(svcbus_lock_fence(t, "lease", a.token), SVCBUS_LOCK_E_STALE);
     assert_int_equal(svcbus_lock_fence(t, "lease", svcbus_lock_req(t, b.req)->token), SVCBUS_LOCK_OK);
     assert_int_equal(svcbus_lock_next_expiry(t), 0);  /* b holds without a lease */
+    assert_int_equal(t->nleases, 0);
     free(t);
 }
 
