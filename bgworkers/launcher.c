@@ -255,16 +255,6 @@ svcbus_launcher_main(Datum main_arg)
         }
         svcbus_worker_heartbeat();
 
-        (void) WaitLatch(MyLatch,
-                         WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                         timeout, PG_WAIT_EXTENSION);
-        ResetLatch(MyLatch);
-        CHECK_FOR_INTERRUPTS();
-
-        if (ConfigReloadPending)
-        {
-            ConfigReloadPending = false;
-            ProcessConfigFile(PGC_SIGHUP);
-        }
+        svcbus_worker_wait(timeout);
     }
 }

@@ -48,14 +48,6 @@ svcbus_lock_worker_main(Datum main_arg)
         if (next != 0)
             timeout = Min(timeout, Max(next - now, 1));
         svcbus_worker_heartbeat();
-        (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                         timeout, PG_WAIT_EXTENSION);
-        ResetLatch(MyLatch);
-        CHECK_FOR_INTERRUPTS();
-        if (ConfigReloadPending)
-        {
-            ConfigReloadPending = false;
-            ProcessConfigFile(PGC_SIGHUP);
-        }
+        svcbus_worker_wait(timeout);
     }
 }

@@ -184,16 +184,6 @@ svcbus_queue_worker_main(Datum main_arg)
             if (secs * 1000 + usecs / 1000 + 1 < timeout)
                 timeout = secs * 1000 + usecs / 1000 + 1;
         }
-        (void) WaitLatch(MyLatch,
-                         WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-                         timeout, PG_WAIT_EXTENSION);
-        ResetLatch(MyLatch);
-        CHECK_FOR_INTERRUPTS();
-
-        if (ConfigReloadPending)
-        {
-            ConfigReloadPending = false;
-            ProcessConfigFile(PGC_SIGHUP);
-        }
+        svcbus_worker_wait(timeout);
     }
 }

@@ -12,7 +12,11 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
 #include "utils/elog.h"
 #include "utils/timestamp.h"
 
@@ -119,4 +123,23 @@ svcbus_worker_heartbeat(void)
     SpinLockAcquire(&slot->mutex);
     slot->last_activity_at = now;
     SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * The bottom of every worker loop: sleep on the latch for at most
+ * timeout_ms (exit if the postmaster dies), handle interrupts, and reload
+ * the configuration after SIGHUP.
+ */
+void
+svcbus_worker_wait(long timeout_ms)
+{
+    (void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+                     Max(timeout_ms, 1), PG_WAIT_EXTENSION);
+    ResetLatch(MyLatch);
+    CHECK_FOR_INTERRUPTS();
+    if (ConfigReloadPending)
+    {
+        ConfigReloadPending = false;
+        ProcessConfigFile(PGC_SIGHUP);
+    }
 }

@@ -239,6 +239,9 @@ extern void svcbus_queue_check_database(void);
 extern void svcbus_queue_lookup(const char *name, SvcbusQueueDef *def, bool missing_ok_unused);
 extern bool svcbus_queue_lookup_id(int32 queue_id, SvcbusQueueDef *def);
 extern void svcbus_queue_require(const SvcbusQueueDef *def, int priv);
+extern int  svcbus_rights_from_grants(Oid user, Oid owner, int all_bits, const char *grants_sql,
+                                      int32 id, const char *const *names, const int *bits,
+                                      int nnames);
 extern void svcbus_queue_validate_name(const char *name);
 extern void svcbus_queue_catalog_changed(void);
 extern void svcbus_store_forget(int32 queue_id);

@@ -85,24 +85,25 @@ svcbus_queue_validate_name(const char *name)
 }
 
 /*
- * The rights of role `user` on a queue owned by `owner`: everything for a
- * superuser or a member of the owner role, else the union of the grants to
- * PUBLIC and to roles it has the privileges of.  Called inside SPI as owner.
+ * Rights of role `user` on an object owned by `owner` whose grants are the
+ * (grantee oid, privilege text) rows that grants_sql returns for id:
+ * `all_bits` for a superuser or a member of the owner role, else the union
+ * of the grants to PUBLIC (grantee 0) and to roles it has the privileges
+ * of, each privilege name mapped through names[]/bits[].  Runs inside SPI
+ * as the extension owner (queues and topics share it).
  */
-static int
-rights_of(Oid user, Oid owner, int32 queue_id)
+int
+svcbus_rights_from_grants(Oid user, Oid owner, int all_bits, const char *grants_sql,
+                          int32 id, const char *const *names, const int *bits, int nnames)
 {
     int         privs = 0;
-    Datum       arg = Int32GetDatum(queue_id);
+    Datum       arg = Int32GetDatum(id);
     Oid         argtype = INT4OID;
 
     if (superuser_arg(user) || has_privs_of_role(user, owner))
-        return SVCBUS_PRIV_ALL;
-
-    if (SPI_execute_with_args("SELECT grantee, privilege FROM svcbus_internal.queue_grants"
-                              " WHERE queue_id = $1", 1, &argtype, &arg, NULL, true, 0)
-        != SPI_OK_SELECT)
-        elog(ERROR, "svcbus: reading queue grants failed");
+        return all_bits;
+    if (SPI_execute_with_args(grants_sql, 1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus: reading grants failed");
     for (uint64 i = 0; i < SPI_processed; i++)
     {
         bool        isnull;
@@ -112,14 +113,22 @@ rights_of(Oid user, Oid owner, int32 queue_id)
 
         if (grantee != InvalidOid && !has_privs_of_role(user, grantee))
             continue;
-        if (strcmp(priv, "send") == 0)
-            privs |= SVCBUS_PRIV_SEND;
-        else if (strcmp(priv, "receive") == 0)
-            privs |= SVCBUS_PRIV_RECEIVE;
-        else if (strcmp(priv, "admin") == 0)
-            privs |= SVCBUS_PRIV_ALL;
+        for (int k = 0; k < nnames; k++)
+            if (strcmp(priv, names[k]) == 0)
+                privs |= bits[k];
     }
     return privs;
+}
+
+static int
+rights_of(Oid user, Oid owner, int32 queue_id)
+{
+    static const char *const names[] = {"send", "receive", "admin"};
+    static const int bits[] = {SVCBUS_PRIV_SEND, SVCBUS_PRIV_RECEIVE, SVCBUS_PRIV_ALL};
+
+    return svcbus_rights_from_grants(user, owner, SVCBUS_PRIV_ALL,
+                                     "SELECT grantee, privilege FROM svcbus_internal.queue_grants"
+                                     " WHERE queue_id = $1", queue_id, names, bits, 3);
 }
 
 /* Fill def from the current SPI row (columns of DEF_COLUMNS). */

@@ -91,5 +91,6 @@ extern void svcbus_launcher_register(void);
 extern void svcbus_worker_attach(int slot, const char *detail);
 extern void svcbus_worker_set_detail(const char *detail);
 extern void svcbus_worker_heartbeat(void);
+extern void svcbus_worker_wait(long timeout_ms);
 
 #endif                          /* SVCBUS_H */

@@ -69,27 +69,12 @@ topic_fetch(const char *name, TopicDef *t)
 static int
 topic_rights(Oid user, TopicDef *t)
 {
-    Datum       arg = Int32GetDatum(t->topic_id);
-    Oid         type = INT4OID;
-    int         privs = 0;
+    static const char *const names[] = {"publish", "admin"};
+    static const int bits[] = {TOPIC_PRIV_PUBLISH, TOPIC_PRIV_ADMIN};
 
-    if (superuser_arg(user) || has_privs_of_role(user, t->owner))
-        return TOPIC_PRIV_ADMIN;
-    if (SPI_execute_with_args("SELECT grantee, privilege FROM svcbus_internal.topic_grants"
-                              " WHERE topic_id = $1", 1, &type, &arg, NULL, true, 0) != SPI_OK_SELECT)
-        elog(ERROR, "svcbus: reading topic grants failed");
-    for (uint64 i = 0; i < SPI_processed; i++)
-    {
-        bool        isnull;
-        Oid         grantee = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[i],
-                                                             SPI_tuptable->tupdesc, 1, &isnull));
-        char       *priv = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-
-        if (grantee != InvalidOid && !has_privs_of_role(user, grantee))
-            continue;
-        privs |= strcmp(priv, "admin") == 0 ? TOPIC_PRIV_ADMIN : TOPIC_PRIV_PUBLISH;
-    }
-    return privs;
+    return svcbus_rights_from_grants(user, t->owner, TOPIC_PRIV_ADMIN,
+                                     "SELECT grantee, privilege FROM svcbus_internal.topic_grants"
+                                     " WHERE topic_id = $1", t->topic_id, names, bits, 2);
 }
 
 /*
