@@ -209,6 +209,15 @@ compatible(const SvcbusLockTable *t, const SvcbusLockEntry *e, const SvcbusLockR
     return true;
 }
 
+/* A new lease ending at `end`: count it and keep lease_min a lower bound. */
+static void
+note_lease(SvcbusLockTable *t, int64_t end)
+{
+    if (t->nleases == 0 || end < t->lease_min)
+        t->lease_min = end;
+    t->nleases++;
+}
+
 static void
 grant(SvcbusLockTable *t, int32_t li, int32_t r, int64_t now)
 {
@@ -220,7 +229,7 @@ grant(SvcbusLockTable *t, int32_t li, int32_t r, int64_t now)
     q->token = ((uint64_t) t->epoch << 40) | (++t->counter & ((UINT64_C(1) << 40) - 1));
     q->expires_at = q->ttl_ms > 0 ? now + q->ttl_ms : 0;
     if (q->expires_at != 0)
-        t->nleases++;
+        note_lease(t, q->expires_at);
     q->next = e->holders;
     e->holders = r;
     if (e->kind == SVCBUS_LOCK_KIND_SEMAPHORE)
@@ -325,7 +334,7 @@ svcbus_lock_acquire(SvcbusLockTable *t, const char *name, SvcbusLockKind kind,
             if (ttl_ms > 0)
             {
                 if (q->expires_at == 0)
-                    t->nleases++;
+                    note_lease(t, now + ttl_ms);
                 q->expires_at = now + ttl_ms;
             }
             if (res)
@@ -482,19 +491,27 @@ svcbus_lock_expire(SvcbusLockTable *t, int64_t now, SvcbusLockResult *res)
 {
     int         n = 0;
 
+    int64_t     min = 0;
+
     res_clear(res);
-    if (t->nleases == 0)
+    /* Nothing can have ended before lease_min: most calls stop here. */
+    if (t->nleases == 0 || now < t->lease_min)
         return 0;
     for (int32_t r = 0; r < t->max_reqs; r++)
     {
         SvcbusLockReq *q = &reqs(t)[r];
 
-        if (q->in_use && q->granted && q->expires_at != 0 && q->expires_at <= now)
+        if (!q->in_use || !q->granted || q->expires_at == 0)
+            continue;
+        if (q->expires_at <= now)
         {
             drop_holder(t, r, now, res);
             n++;
         }
+        else if (min == 0 || q->expires_at < min)
+            min = q->expires_at;
     }
+    t->lease_min = min;
     return n;
 }
 
@@ -536,19 +553,8 @@ svcbus_lock_fence(const SvcbusLockTable *t, const char *name, uint64_t token)
 int64_t
 svcbus_lock_next_expiry(const SvcbusLockTable *t)
 {
-    int64_t     next = 0;
-
-    if (t->nleases == 0)
-        return 0;
-    for (int32_t r = 0; r < t->max_reqs; r++)
-    {
-        const SvcbusLockReq *q = &reqs(t)[r];
-
-        if (q->in_use && q->granted && q->expires_at != 0 &&
-            (next == 0 || q->expires_at < next))
-            next = q->expires_at;
-    }
-    return next;
+    /* A lower bound: at worst the caller wakes early and finds nothing. */
+    return t->nleases == 0 ? 0 : t->lease_min;
 }
 
 /* The request `owner` waits on, or -1. */
@@ -666,7 +672,7 @@ svcbus_lock_restore(SvcbusLockTable *t, const char *name, SvcbusLockKind kind,
     q->ttl_ms = 1;
     q->waiter = -1;
     if (expires_at != 0)
-        t->nleases++;
+        note_lease(t, expires_at);
     q->next = entries(t)[li].holders;
     entries(t)[li].holders = r;
     if (kind == SVCBUS_LOCK_KIND_SEMAPHORE)

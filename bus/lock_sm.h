@@ -98,6 +98,7 @@ typedef struct SvcbusLockTable
     int32_t     nlocks;
     int32_t     nreqs;
     int32_t     nleases;                /* granted requests with a lease end */
+    int64_t     lease_min;              /* no lease ends before this (valid if nleases > 0) */
     /* followed in the arena by: int32 buckets[nbuckets], entries[max_locks], reqs[max_reqs] */
 } SvcbusLockTable;
 

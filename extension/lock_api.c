@@ -595,6 +595,28 @@ svcbus_try_lock(PG_FUNCTION_ARGS)
     return lock_common(fcinfo, false);
 }
 
+/* Does owner hold name with token (any hold count)? */
+static bool
+holds_one(const char *name, const char *owner, uint64 token)
+{
+    SvcbusLockTable *t = svcbus_lock_table();
+    const SvcbusLockEntry *e;
+    bool        found = false;
+
+    LWLockAcquire(svcbus_lock_lwlock(), LW_SHARED);
+    e = svcbus_lock_entry(t, svcbus_lock_find(t, name));
+    if (e != NULL)
+        for (int32 h = e->holders; h >= 0; h = svcbus_lock_req(t, h)->next)
+        {
+            const SvcbusLockReq *q = svcbus_lock_req(t, h);
+
+            if (q->token == token && strcmp(q->owner, owner) == 0)
+                found = true;
+        }
+    LWLockRelease(svcbus_lock_lwlock());
+    return found;
+}
+
 /* unlock(name, token, owner) -> true, or false when not held (nothing changed). */
 PG_FUNCTION_INFO_V1(svcbus_unlock);
 Datum
@@ -641,9 +663,13 @@ svcbus_unlock(PG_FUNCTION_ARGS)
     }
     LWLockRelease(svcbus_lock_lwlock());
 
-    ok = release(name, owner, token);
-    if (ok && session && !leased)
+    /*
+     * Drop the advisory lock before the svcbus release wakes the next
+     * holder, so it does not then wait for us in the lock manager.
+     */
+    if (session && !leased && holds_one(name, owner, token))
         drop_physical(name, mode);
+    ok = release(name, owner, token);
     if (ok && !session)
         lease_forget(name, owner);
     PG_RETURN_BOOL(ok);
