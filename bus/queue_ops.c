@@ -903,7 +903,13 @@ svcbus_queue_tick(int32 queue_id, TimestampTz now, TimestampTz *next_wake)
     (void) take_ready(q, now, 0, 0, &dummy, next_wake);
     ready = q->n_ready;
     dead = q->n_dead_pending;
-    wake = ready > 0 || (q->next_due_hint != 0 && q->next_due_hint <= now);
+    /*
+     * Commits wake one receiver per message; a receiver that was woken and
+     * then cancelled takes its wake-up with it, so the worker also wakes
+     * waiters while anything is deliverable.
+     */
+    wake = ready > 0 || (q->next_due_hint != 0 && q->next_due_hint <= now) ||
+        svcbus_queue_unread(q) - q->n_delayed > 0;
     if (q->next_due_hint != 0 && q->next_due_hint > now &&
         (*next_wake == 0 || q->next_due_hint < *next_wake))
         *next_wake = q->next_due_hint;

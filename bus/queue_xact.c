@@ -342,7 +342,8 @@ at_end(bool commit)
         PendingNote *p = lfirst(lc);
         SvcbusQueueState *q = lock_queue(p->queue_id);
         ListCell   *lc2;
-        bool        any = false;
+        int64       mine = 0;       /* immediately visible messages we sent */
+        bool        others;
 
         if (q == NULL)
             continue;
@@ -364,14 +365,25 @@ at_end(bool commit)
                     if (q->next_due_hint == 0 || n->min_visible_at < q->next_due_hint)
                         q->next_due_hint = n->min_visible_at;
                 }
-                any = true;
+                else
+                    mine += n->count;
             }
         }
+        /* Did our horizon hold back messages of others that we now release? */
+        others = svcbus_queue_unread(q) - q->n_delayed > mine;
         release_pending(q, p);
         LWLockRelease(svcbus_queue_lock(p->queue_id));
-        /* Even an abort may unblock the horizon for others. */
-        (void) any;
-        ConditionVariableBroadcast(&q->cv);
+
+        /*
+         * Wake receivers.  When only our own messages became deliverable,
+         * wake one receiver per message (not the whole herd); when ending
+         * our transaction may also release messages of others, wake all.
+         */
+        if (others)
+            ConditionVariableBroadcast(&q->cv);
+        else
+            for (int64 i = 0; i < Min(mine, 64); i++)
+                ConditionVariableSignal(&q->cv);
     }
 
     /* Purges and drops: the tables were truncated or dropped with us. */
