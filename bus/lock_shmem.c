@@ -210,3 +210,20 @@ svcbus_lock_lwlock(void)
 {
     return lock_lwlock;
 }
+
+/*
+ * 64-bit key of a lock name for its PostgreSQL advisory lock (FNV-1a), as
+ * pg_advisory_lock(bigint) takes it: svcbus.lock_key(name).
+ */
+uint64
+svcbus_lock_key_of(const char *name)
+{
+    uint64      h = UINT64CONST(14695981039346656037);
+
+    for (const unsigned char *p = (const unsigned char *) name; *p; p++)
+    {
+        h ^= *p;
+        h *= UINT64CONST(1099511628211);
+    }
+    return h;
+}

@@ -30,6 +30,7 @@ extern void svcbus_lock_wake_worker(void);
 extern void svcbus_lock_wake(const SvcbusLockResult *res);
 extern int64 svcbus_lock_tick(int64 now_ms);
 extern bool svcbus_lock_leases_loaded(void);
+extern uint64 svcbus_lock_key_of(const char *name);
 extern void svcbus_lock_set_leases_loaded(void);
 
 #endif

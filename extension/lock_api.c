@@ -19,8 +19,10 @@
  * Physical advisory locks: a session-owned lock without a lease also takes
  * the session-level advisory lock on svcbus.lock_key(name) (lock_xact:
  * the transaction-level one), so pg_locks shows it and plain
- * pg_advisory_lock users on the same key are excluded.  Leases do not hold
- * an advisory lock in this release (see bus/README-locks.md).
+ * pg_advisory_lock users on the same key are excluded.  Leases (which may
+ * end while their session lives, or outlive it) are held as advisory locks
+ * by the lock worker on their owner's behalf (bgworkers/lock_worker.c);
+ * granting, ending or releasing a lease wakes it.
  */
 #include "postgres.h"
 
@@ -290,19 +292,7 @@ prepare(void)
     leases_load();
 }
 
-/* 64-bit key of a name for the physical advisory lock (FNV-1a). */
-static uint64
-lock_key(const char *name)
-{
-    uint64      h = UINT64CONST(14695981039346656037);
-
-    for (const unsigned char *p = (const unsigned char *) name; *p; p++)
-    {
-        h ^= *p;
-        h *= UINT64CONST(1099511628211);
-    }
-    return h;
-}
+#define lock_key(name) svcbus_lock_key_of(name)
 
 static void
 advisory_tag(LOCKTAG *tag, const char *name)
@@ -365,7 +355,8 @@ acquire(const char *name, SvcbusLockKind kind, SvcbusLockMode mode, int32 permit
     bool        checked_deadlock = false;
 
     LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
-    svcbus_lock_expire(t, start, &res);     /* ended leases first */
+    if (svcbus_lock_expire(t, start, &res) > 0)     /* ended leases first */
+        svcbus_lock_wake_worker();      /* it drops their advisory locks */
     LWLockRelease(svcbus_lock_lwlock());
     wake(&res);
 
@@ -670,6 +661,8 @@ svcbus_unlock(PG_FUNCTION_ARGS)
     if (session && !leased && holds_one(name, owner, token))
         drop_physical(name, mode);
     ok = release(name, owner, token);
+    if (ok && leased)
+        svcbus_lock_wake_worker();      /* it holds the lease's advisory lock */
     if (ok && !session)
         lease_forget(name, owner);
     PG_RETURN_BOOL(ok);
@@ -973,6 +966,8 @@ svcbus_resign(PG_FUNCTION_ARGS)
     prepare();
     election_lock_name(lname, election);
     ok = release(lname, candidate, (uint64) PG_GETARG_INT64(2));
+    if (ok)
+        svcbus_lock_wake_worker();
     if (ok)
     {
         char        payload[SVCBUS_LOCK_NAME_MAX + SVCBUS_LOCK_OWNER_MAX + 32];

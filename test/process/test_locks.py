@@ -180,3 +180,20 @@ def test_lease_of_named_owner_is_honoured_across_postmaster_kill9(cluster):
     wait_for(lambda: cluster.execute("SELECT count(*) FROM svcbus_internal.leases "
                                      "WHERE name = 'durable'")[0][0] == 0,
              what="the ended lease's row cleaned up")
+
+
+def test_leases_are_advisory_locks_held_by_the_lock_worker(cluster):
+    """A lease (here of a named owner, outliving its session) shows in
+    pg_locks as an advisory lock held by the lock worker, excludes plain
+    pg_advisory_lock users, and is dropped when the lease is released."""
+    tok = cluster.execute("SELECT svcbus.lock('leased-key', ttl => 30, owner => 'svc-1')")[0][0]
+    worker_holds = ("SELECT count(*) FROM pg_locks l JOIN svcbus.workers w ON l.pid = w.pid "
+                    "WHERE w.name = 'locks' AND l.locktype = 'advisory' AND l.granted "
+                    "AND ((l.classid::bigint << 32) | l.objid::bigint) = svcbus.lock_key('leased-key')")
+    wait_for(lambda: cluster.execute(worker_holds)[0][0] == 1, what="lock worker holds the lease")
+    plain = cluster.connect()
+    assert plain.execute("SELECT pg_try_advisory_lock(svcbus.lock_key('leased-key'))").fetchone()[0] is False
+    cluster.execute("SELECT svcbus.unlock('leased-key', %s, 'svc-1')", (tok,))
+    wait_for(lambda: plain.execute("SELECT pg_try_advisory_lock(svcbus.lock_key('leased-key'))").fetchone()[0],
+             what="advisory lock free after the lease was released")
+    plain.close()

@@ -5,7 +5,9 @@ BEGIN
   FOR i IN 1..400 LOOP
     EXIT WHEN EXISTS (SELECT 1 FROM svcbus.workers
                        WHERE name = 'queue' AND state = 'running'
-                         AND detail LIKE 'serving%');
+                         AND detail LIKE 'serving%')
+          AND NOT EXISTS (SELECT 1 FROM svcbus.workers
+                           WHERE state <> 'running' OR detail IN ('connecting', 'starting'));
     PERFORM pg_sleep(0.05);
   END LOOP;
 END $$;
