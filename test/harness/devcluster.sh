@@ -110,6 +110,11 @@ WITH m AS (SELECT id, body, deliveries FROM svcbus.receive('demo', 1, wait => 1)
 SELECT m.id, m.body, m.deliveries, svcbus.ack('demo', m.id) AS acked FROM m;
 SELECT name, visible, in_flight, sent_total, acked_total FROM svcbus.queue_stats;
 SQL
+    echo "== a lease with a fencing token (ends by itself in 5 s):"
+    "${PSQL[@]}" -d svcbus <<'SQL'
+SELECT svcbus.lock('demo-lock', ttl => 5, owner => 'make-run') AS fencing_token;
+SELECT name, mode, owner, state, token, expires_at FROM svcbus.locks;
+SQL
     echo "== gateway health:"
     curl -s "http://127.0.0.1:$GPORT/health"; echo
     echo
