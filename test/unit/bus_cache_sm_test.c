@@ -1,0 +1,173 @@
+/*
+ * test/unit/bus_cache_sm_test.c
+ *      The cache store: set/get/add/replace/cas/delete/touch/incr, TTLs,
+ *      namespaces, CLOCK eviction under a full budget, and the per-item
+ *      overhead bound of the issue (at most 64 bytes beyond key and value).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "bus/cache_sm.h"
+
+static SvcbusCache *
+new_cache(size_t memory, uint32_t page)
+{
+    void       *arena = calloc(1, svcbus_cache_size(memory, 1024, page));
+
+    return svcbus_cache_init(arena, memory, 1024, page);
+}
+
+#define K(s) (s), (uint16_t) strlen(s)
+
+/* Set then get returns the value and a version; add/replace/cas follow memcached. */
+static void
+store_modes(void **state)
+{
+    SvcbusCache *c = new_cache(1 << 20, 64 << 10);
+    const char *v;
+    uint32_t    vl;
+    uint64_t    ver,
+                ver2;
+
+    (void) state;
+    assert_int_equal(svcbus_cache_get(c, K("a"), 0, &v, &vl, &ver), SVCBUS_CACHE_MISS);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, K("a"), "one", 3, 0, 0, 0, &ver), SVCBUS_CACHE_OK);
+    assert_int_equal(svcbus_cache_get(c, K("a"), 0, &v, &vl, &ver2), SVCBUS_CACHE_OK);
+    assert_int_equal(vl, 3);
+    assert_memory_equal(v, "one", 3);
+    assert_true(ver == ver2);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_ADD, K("a"), "x", 1, 0, 0, 0, NULL), SVCBUS_CACHE_EXISTS);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_REPLACE, K("b"), "x", 1, 0, 0, 0, NULL), SVCBUS_CACHE_MISS);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_CAS, K("a"), "two", 3, 0, ver + 99, 0, NULL), SVCBUS_CACHE_STALE);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_CAS, K("a"), "two", 3, 0, ver, 0, &ver2), SVCBUS_CACHE_OK);
+    assert_true(ver2 > ver);
+    assert_int_equal(svcbus_cache_delete(c, K("a"), 0), SVCBUS_CACHE_OK);
+    assert_int_equal(svcbus_cache_delete(c, K("a"), 0), SVCBUS_CACHE_MISS);
+    assert_int_equal(c->stats.items, 0);
+    assert_int_equal(c->stats.bytes_used, 0);
+    free(c);
+}
+
+/* Items expire at their time; touch moves it; the sweeper reclaims. */
+static void
+ttl_and_touch(void **state)
+{
+    SvcbusCache *c = new_cache(1 << 20, 64 << 10);
+
+    (void) state;
+    svcbus_cache_store(c, SVCBUS_CACHE_SET, K("t"), "v", 1, 100, 0, 0, NULL);
+    assert_int_equal(svcbus_cache_get(c, K("t"), 99, NULL, NULL, NULL), SVCBUS_CACHE_OK);
+    assert_int_equal(svcbus_cache_touch(c, K("t"), 200, 99), SVCBUS_CACHE_OK);
+    assert_int_equal(svcbus_cache_get(c, K("t"), 150, NULL, NULL, NULL), SVCBUS_CACHE_OK);
+    assert_int_equal(svcbus_cache_get(c, K("t"), 200, NULL, NULL, NULL), SVCBUS_CACHE_MISS);
+    svcbus_cache_store(c, SVCBUS_CACHE_SET, K("u"), "v", 1, 300, 0, 0, NULL);
+    svcbus_cache_store(c, SVCBUS_CACHE_SET, K("w"), "v", 1, 0, 0, 0, NULL);
+    assert_int_equal(svcbus_cache_expire(c, 300, 100), 1);
+    assert_int_equal(c->stats.items, 1);
+    assert_int_equal(c->stats.expirations, 2);
+    free(c);
+}
+
+/* incr is atomic arithmetic on decimal values; others are refused. */
+static void
+incr_counts(void **state)
+{
+    SvcbusCache *c = new_cache(1 << 20, 64 << 10);
+    int64_t     r;
+
+    (void) state;
+    assert_int_equal(svcbus_cache_incr(c, K("n"), 1, 0, &r), SVCBUS_CACHE_MISS);
+    svcbus_cache_store(c, SVCBUS_CACHE_SET, K("n"), "9", 1, 0, 0, 0, NULL);
+    assert_int_equal(svcbus_cache_incr(c, K("n"), 1, 0, &r), SVCBUS_CACHE_OK);
+    assert_int_equal(r, 10);
+    assert_int_equal(svcbus_cache_incr(c, K("n"), -25, 0, &r), SVCBUS_CACHE_OK);
+    assert_int_equal(r, -15);
+    svcbus_cache_store(c, SVCBUS_CACHE_SET, K("s"), "abc", 3, 0, 0, 0, NULL);
+    assert_int_equal(svcbus_cache_incr(c, K("s"), 1, 0, &r), SVCBUS_CACHE_NOT_NUMBER);
+    svcbus_cache_store(c, SVCBUS_CACHE_SET, K("big"), "9223372036854775807", 19, 0, 0, 0, NULL);
+    assert_int_equal(svcbus_cache_incr(c, K("big"), 1, 0, &r), SVCBUS_CACHE_OVERFLOW);
+    free(c);
+}
+
+/* Flushing a namespace removes only its keys. */
+static void
+namespaces_flush(void **state)
+{
+    SvcbusCache *c = new_cache(1 << 20, 64 << 10);
+
+    (void) state;
+    svcbus_cache_store(c, SVCBUS_CACHE_SET, K("user:1"), "a", 1, 0, 0, 0, NULL);
+    svcbus_cache_store(c, SVCBUS_CACHE_SET, K("user:2"), "b", 1, 0, 0, 0, NULL);
+    svcbus_cache_store(c, SVCBUS_CACHE_SET, K("order:1"), "c", 1, 0, 0, 0, NULL);
+    assert_int_equal(svcbus_cache_flush_prefix(c, K("user:")), 2);
+    assert_int_equal(svcbus_cache_get(c, K("order:1"), 0, NULL, NULL, NULL), SVCBUS_CACHE_OK);
+    assert_int_equal(c->stats.items, 1);
+    free(c);
+}
+
+/* A full budget evicts the least recently referenced items (CLOCK) and keeps working. */
+static void
+full_budget_evicts(void **state)
+{
+    SvcbusCache *c = new_cache(64 << 10, 16 << 10);     /* 4 pages */
+    char        key[32];
+    char        val[100];
+    int         stored = 0;
+
+    (void) state;
+    memset(val, 'x', sizeof(val));
+    for (int i = 0; i < 5000; i++)
+    {
+        snprintf(key, sizeof(key), "k%d", i);
+        if (svcbus_cache_store(c, SVCBUS_CACHE_SET, K(key), val, sizeof(val), 0, 0, 0, NULL) == SVCBUS_CACHE_OK)
+            stored++;
+        if (i % 10 == 0)        /* keep k0 hot */
+            assert_int_equal(svcbus_cache_get(c, K("k0"), 0, NULL, NULL, NULL), SVCBUS_CACHE_OK);
+    }
+    assert_int_equal(stored, 5000);
+    assert_true(c->stats.evictions > 4000);
+    assert_true(c->stats.bytes_used <= c->stats.bytes_budget);
+    assert_int_equal(svcbus_cache_get(c, K("k0"), 0, NULL, NULL, NULL), SVCBUS_CACHE_OK);
+    assert_int_equal(svcbus_cache_get(c, K("k4999"), 0, NULL, NULL, NULL), SVCBUS_CACHE_OK);
+    free(c);
+}
+
+/* Oversize keys and values are refused; per-item overhead is at most 64 bytes. */
+static void
+limits_and_overhead(void **state)
+{
+    SvcbusCache *c = new_cache(1 << 20, 64 << 10);
+    char       *big = calloc(1, 70 << 10);
+    char        longkey[300];
+
+    (void) state;
+    memset(longkey, 'k', sizeof(longkey));
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, longkey, 251, "v", 1, 0, 0, 0, NULL), SVCBUS_CACHE_TOO_BIG);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, K("b"), big, 70 << 10, 0, 0, 0, NULL), SVCBUS_CACHE_TOO_BIG);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, "", 0, "v", 1, 0, 0, 0, NULL), SVCBUS_CACHE_TOO_BIG);
+    assert_true(svcbus_cache_item_overhead() <= 64);
+    assert_int_equal(c->stats.items, 0);
+    free(big);
+    free(c);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(store_modes),
+        cmocka_unit_test(ttl_and_touch),
+        cmocka_unit_test(incr_counts),
+        cmocka_unit_test(namespaces_flush),
+        cmocka_unit_test(full_budget_evicts),
+        cmocka_unit_test(limits_and_overhead),
+    };
+
+    return cmocka_run_group_tests_name("bus_cache_sm", tests, NULL, NULL);
+}
