@@ -338,6 +338,18 @@ raise_rc(SvcbusLockRc rc, const char *name)
 }
 
 /*
+ * End the leases that ended by now, holding the table's LWLock
+ * exclusively; the lock worker is woken to drop their advisory locks.  The
+ * caller wakes the waiters granted in *res after releasing the LWLock.
+ */
+static void
+expire_locked(int64 now, SvcbusLockResult *res)
+{
+    if (svcbus_lock_expire(svcbus_lock_table(), now, res) > 0)
+        svcbus_lock_wake_worker();
+}
+
+/*
  * The common acquire path.  Returns the token, or 0 when not granted
  * within wait_ms (wait_ms < 0: forever; 0: do not wait).
  */
@@ -354,16 +366,16 @@ acquire(const char *name, SvcbusLockKind kind, SvcbusLockMode mode, int32 permit
     int64       deadline = wait_ms < 0 ? 0 : start + wait_ms;
     bool        checked_deadlock = false;
 
-    LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
-    if (svcbus_lock_expire(t, start, &res) > 0)     /* ended leases first */
-        svcbus_lock_wake_worker();      /* it drops their advisory locks */
-    LWLockRelease(svcbus_lock_lwlock());
-    wake(&res);
+    {
+        SvcbusLockResult ex;
 
-    LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
-    rc = svcbus_lock_acquire(t, name, kind, owner, mode, permits, limit, ttl_ms, start,
-                             wait_ms != 0, MyProc->pgprocno, &res);
-    LWLockRelease(svcbus_lock_lwlock());
+        LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
+        expire_locked(start, &ex);      /* ended leases first */
+        rc = svcbus_lock_acquire(t, name, kind, owner, mode, permits, limit, ttl_ms, start,
+                                 wait_ms != 0, MyProc->pgprocno, &res);
+        LWLockRelease(svcbus_lock_lwlock());
+        wake(&ex);
+    }
     if (rc == SVCBUS_LOCK_OK)
         return res.token;
     if (rc == SVCBUS_LOCK_BUSY)
@@ -383,7 +395,7 @@ acquire(const char *name, SvcbusLockKind kind, SvcbusLockMode mode, int32 permit
             SvcbusLockResult ex;
 
             LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
-            svcbus_lock_expire(t, now, &ex);
+            expire_locked(now, &ex);
             q = svcbus_lock_req(t, req);
             if (q != NULL && q->granted)
             {
@@ -467,13 +479,14 @@ release(const char *name, const char *owner, uint64 token)
     SvcbusLockResult res;
     SvcbusLockRc rc;
 
+    SvcbusLockResult ex;
+    int64       now = now_ms();
+
     LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
-    svcbus_lock_expire(svcbus_lock_table(), now_ms(), &res);
+    expire_locked(now, &ex);
+    rc = svcbus_lock_release(svcbus_lock_table(), name, owner, token, now, &res);
     LWLockRelease(svcbus_lock_lwlock());
-    wake(&res);
-    LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
-    rc = svcbus_lock_release(svcbus_lock_table(), name, owner, token, now_ms(), &res);
-    LWLockRelease(svcbus_lock_lwlock());
+    wake(&ex);
     wake(&res);
     return rc == SVCBUS_LOCK_OK;
 }
@@ -586,28 +599,6 @@ svcbus_try_lock(PG_FUNCTION_ARGS)
     return lock_common(fcinfo, false);
 }
 
-/* Does owner hold name with token (any hold count)? */
-static bool
-holds_one(const char *name, const char *owner, uint64 token)
-{
-    SvcbusLockTable *t = svcbus_lock_table();
-    const SvcbusLockEntry *e;
-    bool        found = false;
-
-    LWLockAcquire(svcbus_lock_lwlock(), LW_SHARED);
-    e = svcbus_lock_entry(t, svcbus_lock_find(t, name));
-    if (e != NULL)
-        for (int32 h = e->holders; h >= 0; h = svcbus_lock_req(t, h)->next)
-        {
-            const SvcbusLockReq *q = svcbus_lock_req(t, h);
-
-            if (q->token == token && strcmp(q->owner, owner) == 0)
-                found = true;
-        }
-    LWLockRelease(svcbus_lock_lwlock());
-    return found;
-}
-
 /* unlock(name, token, owner) -> true, or false when not held (nothing changed). */
 PG_FUNCTION_INFO_V1(svcbus_unlock);
 Datum
@@ -656,9 +647,10 @@ svcbus_unlock(PG_FUNCTION_ARGS)
 
     /*
      * Drop the advisory lock before the svcbus release wakes the next
-     * holder, so it does not then wait for us in the lock manager.
+     * holder, so it does not then wait for us in the lock manager.  (leased
+     * stays true when we hold nothing with that token.)
      */
-    if (session && !leased && holds_one(name, owner, token))
+    if (session && !leased)
         drop_physical(name, mode);
     ok = release(name, owner, token);
     if (ok && leased)
@@ -693,7 +685,7 @@ svcbus_renew(PG_FUNCTION_ARGS)
     else
         strlcpy(owner, text_to_cstring(PG_GETARG_TEXT_PP(3)), sizeof(owner));
     LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
-    svcbus_lock_expire(svcbus_lock_table(), now, &res);
+    expire_locked(now, &res);
     rc = svcbus_lock_renew(svcbus_lock_table(), name, owner, token, ttl_ms, now);
     LWLockRelease(svcbus_lock_lwlock());
     wake(&res);
@@ -733,7 +725,7 @@ svcbus_fence(PG_FUNCTION_ARGS)
     token = (uint64) PG_GETARG_INT64(1);
     prepare();
     LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
-    svcbus_lock_expire(svcbus_lock_table(), now_ms(), &res);
+    expire_locked(now_ms(), &res);
     rc = svcbus_lock_fence(svcbus_lock_table(), name, token);
     LWLockRelease(svcbus_lock_lwlock());
     wake(&res);
@@ -895,6 +887,7 @@ svcbus_campaign(PG_FUNCTION_ARGS)
     int64       ttl_ms;
     char        lname[SVCBUS_LOCK_NAME_MAX];
     SvcbusLockResult res;
+    SvcbusLockResult ex;
     SvcbusLockRc rc;
     uint64      term = 0;
     bool        fresh = false;
@@ -912,10 +905,7 @@ svcbus_campaign(PG_FUNCTION_ARGS)
     prepare();
     election_lock_name(lname, election);
     LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
-    svcbus_lock_expire(svcbus_lock_table(), now, &res);
-    LWLockRelease(svcbus_lock_lwlock());
-    wake(&res);
-    LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
+    expire_locked(now, &ex);
     rc = svcbus_lock_acquire(svcbus_lock_table(), lname, SVCBUS_LOCK_KIND_LOCK, candidate,
                              SVCBUS_LOCK_EXCLUSIVE, 1, 0, ttl_ms, now, false, -1, &res);
     if (rc == SVCBUS_LOCK_OK)
@@ -931,6 +921,7 @@ svcbus_campaign(PG_FUNCTION_ARGS)
         }
     }
     LWLockRelease(svcbus_lock_lwlock());
+    wake(&ex);
     if (rc != SVCBUS_LOCK_OK && rc != SVCBUS_LOCK_BUSY)
         raise_rc(rc, lname);
     if (term == 0)
@@ -999,7 +990,7 @@ svcbus_leader(PG_FUNCTION_ARGS)
     election_lock_name(lname, election);
     t = svcbus_lock_table();
     LWLockAcquire(svcbus_lock_lwlock(), LW_EXCLUSIVE);
-    svcbus_lock_expire(t, now_ms(), &res);
+    expire_locked(now_ms(), &res);
     {
         const SvcbusLockEntry *e = svcbus_lock_entry(t, svcbus_lock_find(t, lname));
 
