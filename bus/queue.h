@@ -109,7 +109,6 @@ typedef struct SvcbusPendingSend
 {
     int         procno;         /* -1: free */
     TimestampTz min_visible_at; /* smallest visible_at it has sent */
-    int         seg_mask;       /* segments it inserted into */
 } SvcbusPendingSend;
 
 typedef struct SvcbusQueueSeg
@@ -236,7 +235,7 @@ extern void svcbus_queue_empty(SvcbusQueueState *q, TimestampTz now);
 
 /* bus/queue_catalog.c */
 extern void svcbus_queue_check_database(void);
-extern void svcbus_queue_lookup(const char *name, SvcbusQueueDef *def, bool missing_ok_unused);
+extern void svcbus_queue_lookup(const char *name, SvcbusQueueDef *def);
 extern bool svcbus_queue_lookup_id(int32 queue_id, SvcbusQueueDef *def);
 extern void svcbus_queue_require(const SvcbusQueueDef *def, int priv);
 extern int  svcbus_rights_from_grants(Oid user, Oid owner, int all_bits, const char *grants_sql,
@@ -286,8 +285,7 @@ extern int64 svcbus_store_dedup_lookup(int32 queue_id, const char *dedup_id,
 extern void svcbus_queue_xact_init(void);
 extern void svcbus_queue_note_send(int32 queue_id, int seg, int prio,
                                    TimestampTz visible_at, bool delayed);
-extern void svcbus_queue_note_settle(int32 queue_id, int64 msg_id, bool ack,
-                                     int64 delay_ms);
+extern void svcbus_queue_note_settle(int32 queue_id, int64 msg_id, bool ack);
 extern void svcbus_queue_note_unload(int32 queue_id, bool drop);
 extern int  svcbus_queue_begin_send(SvcbusQueueState *q, TimestampTz *visible_at);
 extern void svcbus_queue_apply_settle(SvcbusQueueState *q, SvcbusTracked *t, TimestampTz now);

@@ -209,7 +209,7 @@ fetch_def(const char *name, int32 queue_id, SvcbusQueueDef *def)
  * Raises 42602 for an invalid name, 42704 when there is no such queue.
  */
 void
-svcbus_queue_lookup(const char *name, SvcbusQueueDef *def, bool unused)
+svcbus_queue_lookup(const char *name, SvcbusQueueDef *def)
 {
     uint64      gen;
     DefCacheKey key;

@@ -633,7 +633,7 @@ svcbus_queue_ack(const SvcbusQueueDef *def, int64 *ids, int nids)
 
         if (!mark_settling(def, q, ids[i], SVCBUS_SETTLE_ACK, 0, true, &seg))
             continue;
-        svcbus_queue_note_settle(def->queue_id, ids[i], true, 0);
+        svcbus_queue_note_settle(def->queue_id, ids[i], true);
         svcbus_store_insert_ack(def->queue_id, seg, ids[i], 'a');
         count++;
     }
@@ -648,7 +648,7 @@ svcbus_queue_nack(const SvcbusQueueDef *def, int64 id, int64 delay_ms, bool dela
     int         seg;
 
     if (mark_settling(def, q, id, SVCBUS_SETTLE_NACK, delay_ms, delay_given, &seg))
-        svcbus_queue_note_settle(def->queue_id, id, false, delay_ms);
+        svcbus_queue_note_settle(def->queue_id, id, false);
 }
 
 /* Extend the lease of in-flight message id to now + vt_ms (immediately). */

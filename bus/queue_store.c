@@ -83,6 +83,18 @@ static HTAB *plan_cache = NULL;
 static HTAB *segrels_cache = NULL;     /* SegRelsEntry */
 static HTAB *seq_cache = NULL;
 
+/* A backend-local cache table keyed by fixed-size binary keys. */
+static HTAB *
+local_hash(const char *name, Size keysize, Size entrysize)
+{
+    HASHCTL     ctl;
+
+    memset(&ctl, 0, sizeof(ctl));
+    ctl.keysize = keysize;
+    ctl.entrysize = entrysize;
+    return hash_create(name, 64, &ctl, HASH_ELEM | HASH_BLOBS);
+}
+
 /* ---------------------------------------------------------------------
  * Acting as the extension owner
  * ------------------------------------------------------------------- */
@@ -295,14 +307,7 @@ get_plan(int32 queue_id, int seg, StorePlanKind kind)
     int         nargs = 0;
 
     if (plan_cache == NULL)
-    {
-        HASHCTL     ctl;
-
-        memset(&ctl, 0, sizeof(ctl));
-        ctl.keysize = sizeof(StorePlanKey);
-        ctl.entrysize = sizeof(StorePlan);
-        plan_cache = hash_create("svcbus queue plans", 64, &ctl, HASH_ELEM | HASH_BLOBS);
-    }
+        plan_cache = local_hash("svcbus queue plans", sizeof(StorePlanKey), sizeof(StorePlan));
     memset(&key, 0, sizeof(key));
     key.queue_id = queue_id;
     key.seg = seg;
@@ -435,14 +440,7 @@ svcbus_store_next_id(int32 queue_id)
     bool        found;
 
     if (seq_cache == NULL)
-    {
-        HASHCTL     ctl;
-
-        memset(&ctl, 0, sizeof(ctl));
-        ctl.keysize = sizeof(int32);
-        ctl.entrysize = sizeof(SeqCacheEntry);
-        seq_cache = hash_create("svcbus queue sequences", 64, &ctl, HASH_ELEM | HASH_BLOBS);
-    }
+        seq_cache = local_hash("svcbus queue sequences", sizeof(int32), sizeof(SeqCacheEntry));
     e = hash_search(seq_cache, &queue_id, HASH_ENTER, &found);
     if (!found || !OidIsValid(e->seq_oid))
     {
@@ -567,14 +565,7 @@ seg_relids(int32 queue_id, int seg, Oid *heap, Oid *index)
     bool        found;
 
     if (segrels_cache == NULL)
-    {
-        HASHCTL     ctl;
-
-        memset(&ctl, 0, sizeof(ctl));
-        ctl.keysize = sizeof(StorePlanKey);
-        ctl.entrysize = sizeof(SegRelsEntry);
-        segrels_cache = hash_create("svcbus segment relations", 64, &ctl, HASH_ELEM | HASH_BLOBS);
-    }
+        segrels_cache = local_hash("svcbus segment relations", sizeof(StorePlanKey), sizeof(SegRelsEntry));
     memset(&key, 0, sizeof(key));
     key.queue_id = queue_id;
     key.seg = seg;
@@ -923,7 +914,6 @@ svcbus_store_rebuild(SvcbusQueueState *q, TimestampTz now)
 }
 
 /* Drop backend-local caches of a dropped queue. */
-void        svcbus_store_forget(int32 queue_id);
 void
 svcbus_store_forget(int32 queue_id)
 {

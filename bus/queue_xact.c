@@ -116,7 +116,6 @@ register_pending(SvcbusQueueState *q, int seg, TimestampTz visible_at)
                 p->slot = i;
                 q->pending[i].procno = MyProc->pgprocno;
                 q->pending[i].min_visible_at = visible_at;
-                q->pending[i].seg_mask = 0;
                 break;
             }
         }
@@ -212,9 +211,9 @@ svcbus_queue_note_send(int32 queue_id, int seg, int prio, TimestampTz visible_at
     MemoryContextSwitchTo(old);
 }
 
-/* Remember an ack or nack of msg_id, applied at commit. */
+/* Remember an ack or nack of msg_id, applied at commit (the nack delay is in the tracked entry). */
 void
-svcbus_queue_note_settle(int32 queue_id, int64 msg_id, bool ack, int64 delay_ms)
+svcbus_queue_note_settle(int32 queue_id, int64 msg_id, bool ack)
 {
     MemoryContext old;
     SettleNote *n;
@@ -229,7 +228,6 @@ svcbus_queue_note_settle(int32 queue_id, int64 msg_id, bool ack, int64 delay_ms)
     n->lxid = MyProc->lxid;
     settle_notes = lappend(settle_notes, n);
     MemoryContextSwitchTo(old);
-    (void) delay_ms;            /* kept in the tracked entry */
 }
 
 /* Queue definitions changed: other backends must re-read them at commit. */

@@ -64,7 +64,7 @@ seconds_to_ms(double secs, const char *what, int64 min_ms, int64 max_ms)
 static void
 lookup_for(const char *name, SvcbusQueueDef *def, int priv)
 {
-    svcbus_queue_lookup(name, def, false);
+    svcbus_queue_lookup(name, def);
     svcbus_queue_require(def, priv);
 }
 
@@ -662,7 +662,7 @@ svcbus_queue_info(PG_FUNCTION_ARGS)
         TimestampTz oldest = 0;
         int64       unread;
 
-        svcbus_queue_lookup(names[i], &def, false);
+        svcbus_queue_lookup(names[i], &def);
         if (def.privs == 0)
             continue;
         q = svcbus_queue_open(&def);

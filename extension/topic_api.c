@@ -205,7 +205,7 @@ svcbus_subscribe(PG_FUNCTION_ARGS)
                 (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
                  errmsg("header filter must be a JSON object")));
     /* The queue's admin consents to receive from the topic. */
-    svcbus_queue_lookup(queue, &qdef, false);
+    svcbus_queue_lookup(queue, &qdef);
     svcbus_queue_require(&qdef, SVCBUS_PRIV_ADMIN);
 
     topic_open(topic, &t, TOPIC_PRIV_ADMIN, &as);
@@ -335,7 +335,7 @@ svcbus_publish(PG_FUNCTION_ARGS)
         /* A queue bound with several matching patterns gets one copy. */
         if (last != NULL && strcmp(last, queues[i]) == 0)
             continue;
-        svcbus_queue_lookup(queues[i], &qdef, false);
+        svcbus_queue_lookup(queues[i], &qdef);
         (void) svcbus_queue_send(&qdef, body, NULL, full_headers, 0, 0, NULL, NULL, 0);
         last = queues[i];
         delivered++;
@@ -435,7 +435,7 @@ svcbus_rewind_id(PG_FUNCTION_ARGS)
     SvcbusQueueDef def;
     SvcbusQueueKey from;
 
-    svcbus_queue_lookup(name, &def, false);
+    svcbus_queue_lookup(name, &def);
     svcbus_queue_require(&def, SVCBUS_PRIV_ADMIN);
     if (!svcbus_store_key_of(def.queue_id, id, &from))
         ereport(ERROR,
@@ -454,7 +454,7 @@ svcbus_rewind_time(PG_FUNCTION_ARGS)
     SvcbusQueueDef def;
     SvcbusQueueKey from;
 
-    svcbus_queue_lookup(name, &def, false);
+    svcbus_queue_lookup(name, &def);
     svcbus_queue_require(&def, SVCBUS_PRIV_ADMIN);
     if (TIMESTAMP_NOT_FINITE(ts))
         ereport(ERROR,
