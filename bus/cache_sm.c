@@ -2,10 +2,12 @@
  * bus/cache_sm.c
  *      The cache's store (see cache_sm.h).
  *
- * Arena: header | int32 buckets[nbuckets] | int32 page_class[npages] |
- * int32 page_next[npages] | pages.  An item reference is its chunk's byte
- * offset in the page area divided by 8.  A free chunk has in_use = 0 and
- * is chained through `next` on its class's free list.
+ * Arena: pool header | int32 page_class[npages] | int32 page_next[npages] |
+ * partitions (header | int32 buckets[nbuckets] | uint32 gens[ngens]) |
+ * pages.  An item reference is its chunk's byte offset in the page area
+ * divided by 8.  A free chunk has in_use = 0 and is chained through `next`
+ * on its class's free list.  page_class/page_next of a page are written
+ * only by the partition that owns the page.
  */
 #include "bus/cache_sm.h"
 
@@ -13,7 +15,34 @@
 #include <string.h>
 
 #define ALIGN8(x) (((x) + 7) & ~((size_t) 7))
+#define ALIGN64(x) (((x) + 63) & ~((size_t) 63))
 #define PINNED 2                /* in_use value of an item kept from eviction */
+
+static SvcbusCachePool *
+pool_of(SvcbusCache *c)
+{
+    return (SvcbusCachePool *) ((char *) c + c->pool_off);
+}
+
+static int32_t *
+page_class(SvcbusCachePool *p)
+{
+    return (int32_t *) ((char *) p + ALIGN8(sizeof(SvcbusCachePool)));
+}
+
+static int32_t *
+page_next(SvcbusCachePool *p)
+{
+    return page_class(p) + p->npages;
+}
+
+static char *
+pages(SvcbusCache *c)
+{
+    SvcbusCachePool *p = pool_of(c);
+
+    return (char *) p + p->pages_off;
+}
 
 static int32_t *
 buckets(SvcbusCache *c)
@@ -21,23 +50,10 @@ buckets(SvcbusCache *c)
     return (int32_t *) ((char *) c + ALIGN8(sizeof(SvcbusCache)));
 }
 
-static int32_t *
-page_class(SvcbusCache *c)
+static uint32_t *
+gens(SvcbusCache *c)
 {
-    return buckets(c) + c->nbuckets;
-}
-
-static int32_t *
-page_next(SvcbusCache *c)
-{
-    return page_class(c) + c->npages;
-}
-
-static char *
-pages(SvcbusCache *c)
-{
-    return (char *) c + ALIGN8(ALIGN8(sizeof(SvcbusCache)) +
-                               sizeof(int32_t) * ((size_t) c->nbuckets + 2 * (size_t) c->npages));
+    return (uint32_t *) (buckets(c) + pool_of(c)->nbuckets);
 }
 
 static SvcbusCacheItem *
@@ -70,53 +86,101 @@ svcbus_cache_item_overhead(void)
     return sizeof(SvcbusCacheItem);
 }
 
+static size_t
+part_bytes(uint32_t nbuckets, uint32_t ngens)
+{
+    return ALIGN64(ALIGN8(sizeof(SvcbusCache)) + sizeof(int32_t) * (size_t) nbuckets +
+                   sizeof(uint32_t) * (size_t) ngens);
+}
+
+static size_t
+parts_off(size_t npages)
+{
+    return ALIGN64(ALIGN8(sizeof(SvcbusCachePool)) + sizeof(int32_t) * 2 * npages);
+}
+
 size_t
-svcbus_cache_size(size_t memory, uint32_t nbuckets, uint32_t page_size)
+svcbus_cache_pool_size(size_t memory, uint32_t nparts, uint32_t nbuckets, uint32_t ngens,
+                       uint32_t page_size)
 {
     size_t      npages = memory / page_size;
 
-    return ALIGN8(ALIGN8(sizeof(SvcbusCache)) + sizeof(int32_t) * (nbuckets + 2 * npages)) +
-        npages * page_size;
+    return parts_off(npages) + nparts * part_bytes(nbuckets, ngens) + npages * page_size;
+}
+
+SvcbusCachePool *
+svcbus_cache_pool_init(void *arena, size_t memory, uint32_t nparts, uint32_t nbuckets,
+                       uint32_t ngens, uint32_t page_size)
+{
+    SvcbusCachePool *pool = arena;
+    uint32_t    shift = 32;
+
+    memset(pool, 0, sizeof(*pool));
+    pool->page_size = page_size;
+    pool->npages = (uint32_t) (memory / page_size);
+    pool->nparts = nparts;
+    for (uint32_t n = nparts; n > 1; n >>= 1)
+        shift--;
+    pool->part_shift = shift;
+    pool->nbuckets = nbuckets;
+    pool->ngens = ngens;
+    pool->max_item = page_size;
+    pool->part_bytes = part_bytes(nbuckets, ngens);
+    pool->parts_off = parts_off(pool->npages);
+    pool->pages_off = pool->parts_off + (uint64_t) nparts * pool->part_bytes;
+    for (uint32_t p = 0; p < pool->npages; p++)
+    {
+        page_class(pool)[p] = -1;
+        page_next(pool)[p] = -1;
+    }
+    for (uint32_t i = 0; i < nparts; i++)
+    {
+        SvcbusCache *c = svcbus_cache_part(pool, i);
+        double      size = 64;
+
+        memset(c, 0, sizeof(*c));
+        c->pool_off = (int64_t) ((char *) pool - (char *) c);
+        for (uint32_t b = 0; b < nbuckets; b++)
+            buckets(c)[b] = -1;
+        memset(gens(c), 0, sizeof(uint32_t) * ngens);
+        while (c->nclasses < SVCBUS_CACHE_CLASSES)
+        {
+            uint32_t    cs = (uint32_t) ALIGN8((size_t) size);
+
+            if (cs >= page_size || c->nclasses == SVCBUS_CACHE_CLASSES - 1)
+                cs = page_size;
+            c->classes[c->nclasses].chunk_size = cs;
+            c->classes[c->nclasses].free_head = -1;
+            c->classes[c->nclasses].first_page = -1;
+            c->nclasses++;
+            if (cs == page_size)
+                break;
+            size *= 1.25;
+        }
+    }
+    return pool;
+}
+
+SvcbusCache *
+svcbus_cache_part(SvcbusCachePool *pool, uint32_t i)
+{
+    return (SvcbusCache *) ((char *) pool + pool->parts_off + (size_t) i * pool->part_bytes);
+}
+
+size_t
+svcbus_cache_size(size_t memory, uint32_t nbuckets, uint32_t page_size)
+{
+    return svcbus_cache_pool_size(memory, 1, nbuckets, 64, page_size);
 }
 
 SvcbusCache *
 svcbus_cache_init(void *arena, size_t memory, uint32_t nbuckets, uint32_t page_size)
 {
-    SvcbusCache *c = arena;
-    double      size = 64;
-
-    memset(c, 0, sizeof(*c));
-    c->nbuckets = nbuckets;
-    c->page_size = page_size;
-    c->npages = (uint32_t) (memory / page_size);
-    c->max_item = page_size;
-    c->stats.bytes_budget = (int64_t) c->npages * page_size;
-    for (uint32_t i = 0; i < nbuckets; i++)
-        buckets(c)[i] = -1;
-    for (uint32_t p = 0; p < c->npages; p++)
-    {
-        page_class(c)[p] = -1;
-        page_next(c)[p] = -1;
-    }
-    while (c->nclasses < SVCBUS_CACHE_CLASSES)
-    {
-        uint32_t    cs = (uint32_t) ALIGN8((size_t) size);
-
-        if (cs >= page_size || c->nclasses == SVCBUS_CACHE_CLASSES - 1)
-            cs = page_size;
-        c->classes[c->nclasses].chunk_size = cs;
-        c->classes[c->nclasses].free_head = -1;
-        c->classes[c->nclasses].first_page_list = -1;
-        c->nclasses++;
-        if (cs == page_size)
-            break;
-        size *= 1.25;
-    }
-    return c;
+    return svcbus_cache_part(svcbus_cache_pool_init(arena, memory, 1, nbuckets, 64, page_size), 0);
 }
 
-static uint32_t
-hash_key(const char *k, uint16_t len)
+uint32_t
+svcbus_cache_hash(const char *k, uint16_t len)
 {
     uint32_t    h = 2166136261u;
 
@@ -125,25 +189,49 @@ hash_key(const char *k, uint16_t len)
         h ^= (unsigned char) k[i];
         h *= 16777619u;
     }
+    /* final mix so that high bits (partition) depend on every byte */
+    h ^= h >> 16;
+    h *= 0x85ebca6bu;
+    h ^= h >> 13;
     return h;
 }
 
-static SvcbusCacheItem *
-find(SvcbusCache *c, const char *key, uint16_t klen, int32_t **link_out)
+uint32_t
+svcbus_cache_part_of(const SvcbusCachePool *pool, uint32_t hash)
 {
-    int32_t    *link = &buckets(c)[hash_key(key, klen) & (c->nbuckets - 1)];
+    return pool->nparts == 1 ? 0 : hash >> pool->part_shift;
+}
 
-    while (*link >= 0)
+static uint32_t *
+gen_slot(SvcbusCache *c, uint32_t h)
+{
+    return &gens(c)[(h >> 8) & (pool_of(c)->ngens - 1)];
+}
+
+uint32_t
+svcbus_cache_generation(SvcbusCache *c, const char *key, uint16_t klen)
+{
+    return *gen_slot(c, svcbus_cache_hash(key, klen));
+}
+
+static void
+bump_generation(SvcbusCache *c, const char *key, uint16_t klen)
+{
+    (*gen_slot(c, svcbus_cache_hash(key, klen)))++;
+}
+
+static SvcbusCacheItem *
+find(SvcbusCache *c, const char *key, uint16_t klen)
+{
+    int32_t     ref = buckets(c)[svcbus_cache_hash(key, klen) & (pool_of(c)->nbuckets - 1)];
+
+    while (ref >= 0)
     {
-        SvcbusCacheItem *it = item_at(c, *link);
+        SvcbusCacheItem *it = item_at(c, ref);
 
         if (it->klen == klen && memcmp(item_key(it), key, klen) == 0)
-        {
-            if (link_out)
-                *link_out = link;
             return it;
-        }
-        link = &it->next;
+        ref = it->next;
     }
     return NULL;
 }
@@ -152,7 +240,8 @@ find(SvcbusCache *c, const char *key, uint16_t klen, int32_t **link_out)
 static void
 unlink_item(SvcbusCache *c, SvcbusCacheItem *it)
 {
-    int32_t    *link = &buckets(c)[hash_key(item_key(it), it->klen) & (c->nbuckets - 1)];
+    int32_t    *link = &buckets(c)[svcbus_cache_hash(item_key(it), it->klen) &
+                                   (pool_of(c)->nbuckets - 1)];
     int32_t     ref = ref_of(c, it);
     SvcbusCacheClass *cl = &c->classes[it->cls];
 
@@ -174,59 +263,155 @@ expired(const SvcbusCacheItem *it, int64_t now)
     return it->expires_at != 0 && it->expires_at <= now;
 }
 
-/* The page index holding chunk number n of class cls, and the chunk. */
+static char *
+page_addr(SvcbusCache *c, int32_t p)
+{
+    return pages(c) + (size_t) p * pool_of(c)->page_size;
+}
+
+/* Chunk number n of class cls (pages in list order), or NULL. */
 static SvcbusCacheItem *
 class_chunk(SvcbusCache *c, int cls, int32_t n)
 {
+    SvcbusCachePool *pool = pool_of(c);
     SvcbusCacheClass *cl = &c->classes[cls];
-    uint32_t    per_page = c->page_size / cl->chunk_size;
-    int32_t     p = cl->first_page_list;
+    uint32_t    per_page = pool->page_size / cl->chunk_size;
+    int32_t     p = cl->first_page;
 
     for (int32_t k = n / (int32_t) per_page; k > 0 && p >= 0; k--)
-        p = page_next(c)[p];
+        p = page_next(pool)[p];
     if (p < 0)
         return NULL;
-    return (SvcbusCacheItem *) (pages(c) + (size_t) p * c->page_size +
-                                (size_t) (n % per_page) * cl->chunk_size);
+    return (SvcbusCacheItem *) (page_addr(c, p) + (size_t) (n % per_page) * cl->chunk_size);
+}
+
+/* Give page p to class cls: append to its list, its chunks to the free list. */
+static void
+page_to_class(SvcbusCache *c, int cls, int32_t p)
+{
+    SvcbusCachePool *pool = pool_of(c);
+    SvcbusCacheClass *cl = &c->classes[cls];
+    uint32_t    per_page = pool->page_size / cl->chunk_size;
+
+    page_class(pool)[p] = cls;
+    page_next(pool)[p] = -1;
+    if (cl->first_page < 0)
+        cl->first_page = p;
+    else
+    {
+        int32_t     q = cl->first_page;
+
+        while (page_next(pool)[q] >= 0)
+            q = page_next(pool)[q];
+        page_next(pool)[q] = p;
+    }
+    cl->npages++;
+    for (int32_t i = (int32_t) per_page - 1; i >= 0; i--)
+    {
+        SvcbusCacheItem *it = (SvcbusCacheItem *) (page_addr(c, p) + (size_t) i * cl->chunk_size);
+
+        it->in_use = 0;
+        it->next = cl->free_head;
+        cl->free_head = ref_of(c, it);
+    }
+}
+
+/* A fresh page from the pool, or -1 when the pool is used up. */
+static int32_t
+pool_take_page(SvcbusCache *c)
+{
+    SvcbusCachePool *pool = pool_of(c);
+    uint32_t    p;
+
+    if (__atomic_load_n(&pool->next_page, __ATOMIC_RELAXED) >= pool->npages)
+        return -1;
+    p = __atomic_fetch_add(&pool->next_page, 1, __ATOMIC_RELAXED);
+    if (p >= pool->npages)
+        return -1;
+    c->stats.bytes_budget += pool->page_size;
+    return (int32_t) p;
+}
+
+/*
+ * Move the last page of this partition's largest other class to class cls,
+ * evicting what it holds.  -1 if there is no such page, or it holds the
+ * pinned predecessor of the item being stored.
+ */
+static int32_t
+steal_page(SvcbusCache *c, int cls)
+{
+    SvcbusCachePool *pool = pool_of(c);
+    int         victim = -1;
+    SvcbusCacheClass *vc;
+    int32_t     p,
+                prev = -1;
+    char       *lo,
+               *hi;
+    int32_t    *link;
+
+    for (int i = 0; i < c->nclasses; i++)
+        if (i != cls && c->classes[i].npages > 0 &&
+            (victim < 0 || c->classes[i].npages > c->classes[victim].npages))
+            victim = i;
+    if (victim < 0)
+        return -1;
+    vc = &c->classes[victim];
+    for (p = vc->first_page; page_next(pool)[p] >= 0; p = page_next(pool)[p])
+        prev = p;
+    lo = page_addr(c, p);
+    hi = lo + pool->page_size;
+    for (char *a = lo; a + vc->chunk_size <= hi; a += vc->chunk_size)
+        if (((SvcbusCacheItem *) a)->in_use == PINNED)
+            return -1;
+    for (char *a = lo; a + vc->chunk_size <= hi; a += vc->chunk_size)
+    {
+        SvcbusCacheItem *it = (SvcbusCacheItem *) a;
+
+        if (it->in_use == 1)
+        {
+            c->stats.evictions++;
+            unlink_item(c, it);
+        }
+    }
+    /* Drop the page's chunks from the victim's free list. */
+    link = &vc->free_head;
+    while (*link >= 0)
+    {
+        SvcbusCacheItem *it = item_at(c, *link);
+
+        if ((char *) it >= lo && (char *) it < hi)
+            *link = it->next;
+        else
+            link = &it->next;
+    }
+    if (prev < 0)
+        vc->first_page = -1;
+    else
+        page_next(pool)[prev] = -1;
+    vc->npages--;
+    if (vc->hand >= vc->npages * (int32_t) (pool->page_size / vc->chunk_size))
+        vc->hand = 0;
+    c->stats.page_moves++;
+    return p;
 }
 
 static int32_t
 alloc_chunk(SvcbusCache *c, int cls, int64_t now)
 {
+    SvcbusCachePool *pool = pool_of(c);
     SvcbusCacheClass *cl = &c->classes[cls];
 
-    if (cl->free_head < 0 && c->pages_used < c->npages)
+    if (cl->free_head < 0)
     {
-        uint32_t    p = c->pages_used++;
-        uint32_t    per_page = c->page_size / cl->chunk_size;
+        int32_t     p = pool_take_page(c);
 
-        page_class(c)[p] = cls;
-        /* Append at the end of the class's page list (chunk numbering). */
-        if (cl->first_page_list < 0)
-            cl->first_page_list = (int32_t) p;
-        else
-        {
-            int32_t     q = cl->first_page_list;
-
-            while (page_next(c)[q] >= 0)
-                q = page_next(c)[q];
-            page_next(c)[q] = (int32_t) p;
-        }
-        cl->npages++;
-        for (int32_t i = (int32_t) per_page - 1; i >= 0; i--)
-        {
-            SvcbusCacheItem *it = (SvcbusCacheItem *) (pages(c) + (size_t) p * c->page_size +
-                                                       (size_t) i * cl->chunk_size);
-
-            it->in_use = 0;
-            it->next = cl->free_head;
-            cl->free_head = ref_of(c, it);
-        }
+        if (p >= 0)
+            page_to_class(c, cls, p);
     }
     if (cl->free_head < 0 && cl->npages > 0)
     {
         /* CLOCK over this class: two full turns at most. */
-        int32_t     total = cl->npages * (int32_t) (c->page_size / cl->chunk_size);
+        int32_t     total = cl->npages * (int32_t) (pool->page_size / cl->chunk_size);
 
         for (int32_t step = 0; step < 2 * total && cl->free_head < 0; step++)
         {
@@ -248,6 +433,13 @@ alloc_chunk(SvcbusCache *c, int cls, int64_t now)
                 unlink_item(c, it);
             }
         }
+    }
+    if (cl->free_head < 0)
+    {
+        int32_t     p = steal_page(c, cls);
+
+        if (p >= 0)
+            page_to_class(c, cls, p);
     }
     if (cl->free_head < 0)
         return -1;
@@ -272,17 +464,12 @@ SvcbusCacheRc
 svcbus_cache_get(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
                  const char **val, uint32_t *vlen, uint64_t *version)
 {
-    SvcbusCacheItem *it = find(c, key, klen, NULL);
+    SvcbusCacheItem *it = find(c, key, klen);
 
-    if (it == NULL)
+    if (it == NULL || expired(it, now))
         return SVCBUS_CACHE_MISS;
-    if (expired(it, now))
-    {
-        c->stats.expirations++;
-        unlink_item(c, it);
-        return SVCBUS_CACHE_MISS;
-    }
-    it->clock = 1;
+    if (it->clock == 0)
+        it->clock = 1;
     if (val)
         *val = item_val(it);
     if (vlen)
@@ -292,31 +479,43 @@ svcbus_cache_get(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
     return SVCBUS_CACHE_OK;
 }
 
+/* The live item of key, reclaiming it if it has expired. */
+static SvcbusCacheItem *
+find_live(SvcbusCache *c, const char *key, uint16_t klen, int64_t now)
+{
+    SvcbusCacheItem *it = find(c, key, klen);
+
+    if (it != NULL && expired(it, now))
+    {
+        c->stats.expirations++;
+        unlink_item(c, it);
+        it = NULL;
+    }
+    return it;
+}
+
 SvcbusCacheRc
 svcbus_cache_store(SvcbusCache *c, SvcbusCacheStoreMode mode,
                    const char *key, uint16_t klen, const char *val, uint32_t vlen,
-                   int64_t expires_at, uint64_t cas_version, int64_t now,
+                   int64_t expires_at, uint64_t cond, int64_t now,
                    uint64_t *new_version)
 {
-    SvcbusCacheItem *old = find(c, key, klen, NULL);
-    size_t      need = sizeof(SvcbusCacheItem) + klen + vlen;
+    SvcbusCacheItem *old;
+    size_t      need = sizeof(SvcbusCacheItem) + klen + (size_t) vlen;
     int         cls;
     int32_t     ref;
     SvcbusCacheItem *it;
 
-    if (klen == 0 || klen > SVCBUS_CACHE_KEY_MAX || need > c->max_item)
+    if (klen == 0 || klen > SVCBUS_CACHE_KEY_MAX || need > pool_of(c)->max_item)
         return SVCBUS_CACHE_TOO_BIG;
-    if (old != NULL && expired(old, now))
-    {
-        c->stats.expirations++;
-        unlink_item(c, old);
-        old = NULL;
-    }
+    if (mode == SVCBUS_CACHE_FILL && svcbus_cache_generation(c, key, klen) != (uint32_t) cond)
+        return SVCBUS_CACHE_STALE;
+    old = find_live(c, key, klen, now);
     if (mode == SVCBUS_CACHE_ADD && old != NULL)
         return SVCBUS_CACHE_EXISTS;
     if ((mode == SVCBUS_CACHE_REPLACE || mode == SVCBUS_CACHE_CAS) && old == NULL)
         return SVCBUS_CACHE_MISS;
-    if (mode == SVCBUS_CACHE_CAS && old->version != cas_version)
+    if (mode == SVCBUS_CACHE_CAS && old->version != cond)
         return SVCBUS_CACHE_STALE;
 
     cls = class_for(c, need);
@@ -341,13 +540,15 @@ svcbus_cache_store(SvcbusCache *c, SvcbusCacheStoreMode mode,
     it->expires_at = expires_at;
     it->version = ++c->version;
     memcpy(item_key(it), key, klen);
-    memcpy(item_val(it), val, vlen);
+    if (vlen > 0)
+        memcpy(item_val(it), val, vlen);
     {
-        int32_t    *b = &buckets(c)[hash_key(key, klen) & (c->nbuckets - 1)];
+        int32_t    *b = &buckets(c)[svcbus_cache_hash(key, klen) & (pool_of(c)->nbuckets - 1)];
 
         it->next = *b;
         *b = ref;
     }
+    bump_generation(c, key, klen);
     c->stats.items++;
     c->stats.bytes_used += c->classes[cls].chunk_size;
     c->stats.bytes_payload += klen + vlen;
@@ -359,16 +560,12 @@ svcbus_cache_store(SvcbusCache *c, SvcbusCacheStoreMode mode,
 SvcbusCacheRc
 svcbus_cache_delete(SvcbusCache *c, const char *key, uint16_t klen, int64_t now)
 {
-    SvcbusCacheItem *it = find(c, key, klen, NULL);
+    SvcbusCacheItem *it = find_live(c, key, klen, now);
 
+    /* Even a miss moves the generation: a delete is an invalidation. */
+    bump_generation(c, key, klen);
     if (it == NULL)
         return SVCBUS_CACHE_MISS;
-    if (expired(it, now))
-    {
-        c->stats.expirations++;
-        unlink_item(c, it);
-        return SVCBUS_CACHE_MISS;
-    }
     unlink_item(c, it);
     return SVCBUS_CACHE_OK;
 }
@@ -377,18 +574,17 @@ SvcbusCacheRc
 svcbus_cache_touch(SvcbusCache *c, const char *key, uint16_t klen, int64_t expires_at,
                    int64_t now)
 {
-    SvcbusCacheItem *it = find(c, key, klen, NULL);
+    SvcbusCacheItem *it = find_live(c, key, klen, now);
 
-    if (it == NULL || expired(it, now))
-        return it == NULL ? SVCBUS_CACHE_MISS : svcbus_cache_delete(c, key, klen, now);
+    if (it == NULL)
+        return SVCBUS_CACHE_MISS;
     it->expires_at = expires_at;
     it->clock = 1;
     return SVCBUS_CACHE_OK;
 }
 
-/* Parse a decimal int64 (optional '-', digits only); false if not one. */
-static bool
-parse_int64(const char *s, uint32_t len, int64_t *out)
+bool
+svcbus_cache_parse_int64(const char *s, uint32_t len, int64_t *out)
 {
     bool        neg = false;
     uint64_t    v = 0;
@@ -417,80 +613,94 @@ parse_int64(const char *s, uint32_t len, int64_t *out)
     return true;
 }
 
+/* Decimal form of v into buf (24 bytes); returns the length. */
+static int
+format_int64(int64_t v, char *buf)
+{
+    uint64_t    u = v < 0 ? (uint64_t) 0 - (uint64_t) v : (uint64_t) v;
+    char        tmp[24];
+    int         k = 0,
+                n = 0;
+
+    do
+    {
+        tmp[k++] = (char) ('0' + u % 10);
+        u /= 10;
+    } while (u > 0);
+    if (v < 0)
+        buf[n++] = '-';
+    while (k > 0)
+        buf[n++] = tmp[--k];
+    return n;
+}
+
 SvcbusCacheRc
 svcbus_cache_incr(SvcbusCache *c, const char *key, uint16_t klen, int64_t delta,
-                  int64_t now, int64_t *result)
+                  bool create, int64_t create_expires_at, int64_t now, int64_t *result)
 {
-    const char *val;
-    uint32_t    vlen;
-    int64_t     cur;
+    SvcbusCacheItem *it = find_live(c, key, klen, now);
+    int64_t     cur = 0;
     char        buf[24];
     int         n;
-    uint64_t    ver;
-    SvcbusCacheItem *it;
 
-    if (svcbus_cache_get(c, key, klen, now, &val, &vlen, &ver) != SVCBUS_CACHE_OK)
-        return SVCBUS_CACHE_MISS;
-    if (!parse_int64(val, vlen, &cur))
+    if (it == NULL)
+    {
+        if (!create)
+            return SVCBUS_CACHE_MISS;
+    }
+    else if (!svcbus_cache_parse_int64(item_val(it), it->vlen, &cur))
         return SVCBUS_CACHE_NOT_NUMBER;
     if ((delta > 0 && cur > INT64_MAX - delta) || (delta < 0 && cur < INT64_MIN - delta))
         return SVCBUS_CACHE_OVERFLOW;
     cur += delta;
-    /* Format without snprintf to stay allocation- and locale-free. */
-    {
-        uint64_t    u = cur < 0 ? (uint64_t) 0 - (uint64_t) cur : (uint64_t) cur;
-        char        tmp[24];
-        int         k = 0;
-
-        do
-        {
-            tmp[k++] = (char) ('0' + u % 10);
-            u /= 10;
-        } while (u > 0);
-        n = 0;
-        if (cur < 0)
-            buf[n++] = '-';
-        while (k > 0)
-            buf[n++] = tmp[--k];
-    }
-    it = find(c, key, klen, NULL);
-    if (sizeof(SvcbusCacheItem) + klen + (size_t) n <= c->classes[it->cls].chunk_size)
+    n = format_int64(cur, buf);
+    if (it != NULL && sizeof(SvcbusCacheItem) + klen + (size_t) n <= c->classes[it->cls].chunk_size)
     {
         c->stats.bytes_payload += n - (int64_t) it->vlen;
         it->vlen = (uint32_t) n;
         memcpy(item_val(it), buf, n);
         it->version = ++c->version;
+        bump_generation(c, key, klen);
     }
-    else if (svcbus_cache_store(c, SVCBUS_CACHE_SET, key, klen, buf, (uint32_t) n,
-                                it->expires_at, 0, now, NULL) != SVCBUS_CACHE_OK)
-        return SVCBUS_CACHE_FULL;
+    else
+    {
+        SvcbusCacheRc rc = svcbus_cache_store(c, SVCBUS_CACHE_SET, key, klen, buf, (uint32_t) n,
+                                              it ? it->expires_at : create_expires_at,
+                                              0, now, NULL);
+
+        if (rc != SVCBUS_CACHE_OK)
+            return rc;
+    }
     if (result)
         *result = cur;
     return SVCBUS_CACHE_OK;
 }
 
-/* Call fn on every item in use (pages of all classes). */
+/* Unlink every item of this partition that pred accepts, up to max. */
 static int64_t
 for_each_item(SvcbusCache *c, bool (*pred) (SvcbusCacheItem *it, const void *arg, int64_t now),
               const void *arg, int64_t now, int64_t max, bool count_expiry)
 {
+    SvcbusCachePool *pool = pool_of(c);
     int64_t     n = 0;
 
-    for (uint32_t p = 0; p < c->pages_used && n < max; p++)
+    for (int cls = 0; cls < c->nclasses && n < max; cls++)
     {
-        int         cls = page_class(c)[p];
         uint32_t    cs = c->classes[cls].chunk_size;
 
-        for (uint32_t off = 0; off + cs <= c->page_size && n < max; off += cs)
+        for (int32_t p = c->classes[cls].first_page; p >= 0 && n < max; p = page_next(pool)[p])
         {
-            SvcbusCacheItem *it = (SvcbusCacheItem *) (pages(c) + (size_t) p * c->page_size + off);
-
-            if (it->in_use == 1 && pred(it, arg, now))
+            for (uint32_t off = 0; off + cs <= pool->page_size && n < max; off += cs)
             {
-                if (count_expiry)
-                    c->stats.expirations++;
-                unlink_item(c, it);
-                n++;
+                SvcbusCacheItem *it = (SvcbusCacheItem *) (page_addr(c, p) + off);
+
+                if (it->in_use == 1 && pred(it, arg, now))
+                {
+                    if (count_expiry)
+                        c->stats.expirations++;
+                    unlink_item(c, it);
+                    n++;
+                }
             }
         }
     }
@@ -523,7 +733,11 @@ int64_t
 svcbus_cache_flush_prefix(SvcbusCache *c, const char *prefix, uint16_t plen)
 {
     PrefixArg   a = {prefix, plen};
+    uint32_t    ng = pool_of(c)->ngens;
 
+    /* Every slot moves: a fill that looked before the flush must not land. */
+    for (uint32_t i = 0; i < ng; i++)
+        gens(c)[i]++;
     return for_each_item(c, has_prefix, &a, 0, INT64_MAX, false);
 }
 

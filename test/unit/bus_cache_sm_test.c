@@ -15,13 +15,15 @@
 
 #include "bus/cache_sm.h"
 
+static void *arena;
+
 static SvcbusCache *
 new_cache(size_t memory, uint32_t page)
 {
-    void       *arena = calloc(1, svcbus_cache_size(memory, 1024, page));
-
+    arena = calloc(1, svcbus_cache_size(memory, 1024, page));
     return svcbus_cache_init(arena, memory, 1024, page);
 }
+
 
 #define K(s) (s), (uint16_t) strlen(s)
 
@@ -51,7 +53,7 @@ store_modes(void **state)
     assert_int_equal(svcbus_cache_delete(c, K("a"), 0), SVCBUS_CACHE_MISS);
     assert_int_equal(c->stats.items, 0);
     assert_int_equal(c->stats.bytes_used, 0);
-    free(c);
+    free(arena);
 }
 
 /* Items expire at their time; touch moves it; the sweeper reclaims. */
@@ -68,10 +70,12 @@ ttl_and_touch(void **state)
     assert_int_equal(svcbus_cache_get(c, K("t"), 200, NULL, NULL, NULL), SVCBUS_CACHE_MISS);
     svcbus_cache_store(c, SVCBUS_CACHE_SET, K("u"), "v", 1, 300, 0, 0, NULL);
     svcbus_cache_store(c, SVCBUS_CACHE_SET, K("w"), "v", 1, 0, 0, 0, NULL);
-    assert_int_equal(svcbus_cache_expire(c, 300, 100), 1);
+    /* get is read-only: "t" is still stored until a write or the sweeper */
+    assert_int_equal(c->stats.items, 3);
+    assert_int_equal(svcbus_cache_expire(c, 300, 100), 2);
     assert_int_equal(c->stats.items, 1);
     assert_int_equal(c->stats.expirations, 2);
-    free(c);
+    free(arena);
 }
 
 /* incr is atomic arithmetic on decimal values; others are refused. */
@@ -82,17 +86,19 @@ incr_counts(void **state)
     int64_t     r;
 
     (void) state;
-    assert_int_equal(svcbus_cache_incr(c, K("n"), 1, 0, &r), SVCBUS_CACHE_MISS);
+    assert_int_equal(svcbus_cache_incr(c, K("n"), 1, false, 0, 0, &r), SVCBUS_CACHE_MISS);
+    assert_int_equal(svcbus_cache_incr(c, K("m"), 5, true, 0, 0, &r), SVCBUS_CACHE_OK);
+    assert_int_equal(r, 5);
     svcbus_cache_store(c, SVCBUS_CACHE_SET, K("n"), "9", 1, 0, 0, 0, NULL);
-    assert_int_equal(svcbus_cache_incr(c, K("n"), 1, 0, &r), SVCBUS_CACHE_OK);
+    assert_int_equal(svcbus_cache_incr(c, K("n"), 1, false, 0, 0, &r), SVCBUS_CACHE_OK);
     assert_int_equal(r, 10);
-    assert_int_equal(svcbus_cache_incr(c, K("n"), -25, 0, &r), SVCBUS_CACHE_OK);
+    assert_int_equal(svcbus_cache_incr(c, K("n"), -25, false, 0, 0, &r), SVCBUS_CACHE_OK);
     assert_int_equal(r, -15);
     svcbus_cache_store(c, SVCBUS_CACHE_SET, K("s"), "abc", 3, 0, 0, 0, NULL);
-    assert_int_equal(svcbus_cache_incr(c, K("s"), 1, 0, &r), SVCBUS_CACHE_NOT_NUMBER);
+    assert_int_equal(svcbus_cache_incr(c, K("s"), 1, false, 0, 0, &r), SVCBUS_CACHE_NOT_NUMBER);
     svcbus_cache_store(c, SVCBUS_CACHE_SET, K("big"), "9223372036854775807", 19, 0, 0, 0, NULL);
-    assert_int_equal(svcbus_cache_incr(c, K("big"), 1, 0, &r), SVCBUS_CACHE_OVERFLOW);
-    free(c);
+    assert_int_equal(svcbus_cache_incr(c, K("big"), 1, false, 0, 0, &r), SVCBUS_CACHE_OVERFLOW);
+    free(arena);
 }
 
 /* Flushing a namespace removes only its keys. */
@@ -108,7 +114,7 @@ namespaces_flush(void **state)
     assert_int_equal(svcbus_cache_flush_prefix(c, K("user:")), 2);
     assert_int_equal(svcbus_cache_get(c, K("order:1"), 0, NULL, NULL, NULL), SVCBUS_CACHE_OK);
     assert_int_equal(c->stats.items, 1);
-    free(c);
+    free(arena);
 }
 
 /* A full budget evicts the least recently referenced items (CLOCK) and keeps working. */
@@ -135,7 +141,7 @@ full_budget_evicts(void **state)
     assert_true(c->stats.bytes_used <= c->stats.bytes_budget);
     assert_int_equal(svcbus_cache_get(c, K("k0"), 0, NULL, NULL, NULL), SVCBUS_CACHE_OK);
     assert_int_equal(svcbus_cache_get(c, K("k4999"), 0, NULL, NULL, NULL), SVCBUS_CACHE_OK);
-    free(c);
+    free(arena);
 }
 
 /* Oversize keys and values are refused; per-item overhead is at most 64 bytes. */
@@ -148,13 +154,93 @@ limits_and_overhead(void **state)
 
     (void) state;
     memset(longkey, 'k', sizeof(longkey));
-    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, longkey, 251, "v", 1, 0, 0, 0, NULL), SVCBUS_CACHE_TOO_BIG);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, longkey, 255, "v", 1, 0, 0, 0, NULL), SVCBUS_CACHE_TOO_BIG);
     assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, K("b"), big, 70 << 10, 0, 0, 0, NULL), SVCBUS_CACHE_TOO_BIG);
     assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, "", 0, "v", 1, 0, 0, 0, NULL), SVCBUS_CACHE_TOO_BIG);
     assert_true(svcbus_cache_item_overhead() <= 64);
     assert_int_equal(c->stats.items, 0);
     free(big);
-    free(c);
+    free(arena);
+}
+
+/* A fill stores only if no write touched the key's slot since it looked. */
+static void
+fill_respects_generation(void **state)
+{
+    SvcbusCache *c = new_cache(1 << 20, 64 << 10);
+    uint32_t    g = svcbus_cache_generation(c, K("u:1"));
+
+    (void) state;
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_FILL, K("u:1"), "old", 3, 0, g, 0, NULL), SVCBUS_CACHE_OK);
+    g = svcbus_cache_generation(c, K("u:1"));
+    /* an invalidation (delete of a key, present or not) moves it */
+    assert_int_equal(svcbus_cache_delete(c, K("u:1"), 0), SVCBUS_CACHE_OK);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_FILL, K("u:1"), "stale", 5, 0, g, 0, NULL), SVCBUS_CACHE_STALE);
+    g = svcbus_cache_generation(c, K("u:1"));
+    assert_int_equal(svcbus_cache_delete(c, K("u:1"), 0), SVCBUS_CACHE_MISS);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_FILL, K("u:1"), "stale", 5, 0, g, 0, NULL), SVCBUS_CACHE_STALE);
+    /* so does a flush */
+    g = svcbus_cache_generation(c, K("u:1"));
+    svcbus_cache_flush_prefix(c, K("other:"));
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_FILL, K("u:1"), "stale", 5, 0, g, 0, NULL), SVCBUS_CACHE_STALE);
+    assert_int_equal(svcbus_cache_get(c, K("u:1"), 0, NULL, NULL, NULL), SVCBUS_CACHE_MISS);
+    free(arena);
+}
+
+/* Partitions share one page pool; a partition moves pages between its
+ * classes when a class has none left and the pool is used up. */
+static void
+partitions_share_pool(void **state)
+{
+    size_t      mem = 8 * (16 << 10);
+    void       *a = calloc(1, svcbus_cache_pool_size(mem, 4, 256, 64, 16 << 10));
+    SvcbusCachePool *pool = svcbus_cache_pool_init(a, mem, 4, 256, 64, 16 << 10);
+    char        key[32];
+    char        val[2000];
+    int64_t     items = 0, budget = 0, moves = 0;
+
+    (void) state;
+    memset(val, 'v', sizeof(val));
+    assert_int_equal(pool->nparts, 4);
+    /* small values fill every page */
+    for (int i = 0; i < 4000; i++)
+    {
+        uint32_t    h;
+
+        snprintf(key, sizeof(key), "s%d", i);
+        h = svcbus_cache_hash(K(key));
+        assert_int_equal(svcbus_cache_store(svcbus_cache_part(pool, svcbus_cache_part_of(pool, h)),
+                                            SVCBUS_CACHE_SET, K(key), val, 10, 0, 0, 0, NULL), SVCBUS_CACHE_OK);
+    }
+    assert_true(pool->next_page >= pool->npages);
+    /* then large values still find room: pages move between classes */
+    for (int i = 0; i < 200; i++)
+    {
+        uint32_t    h;
+        SvcbusCache *c;
+        const char *v;
+        uint32_t    vl;
+
+        snprintf(key, sizeof(key), "L%d", i);
+        h = svcbus_cache_hash(K(key));
+        c = svcbus_cache_part(pool, svcbus_cache_part_of(pool, h));
+        assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, K(key), val, sizeof(val), 0, 0, 0, NULL), SVCBUS_CACHE_OK);
+        assert_int_equal(svcbus_cache_get(c, K(key), 0, &v, &vl, NULL), SVCBUS_CACHE_OK);
+        assert_int_equal(vl, sizeof(val));
+    }
+    for (uint32_t i = 0; i < 4; i++)
+    {
+        SvcbusCache *c = svcbus_cache_part(pool, i);
+
+        items += c->stats.items;
+        budget += c->stats.bytes_budget;
+        moves += c->stats.page_moves;
+        assert_true(c->stats.bytes_used <= c->stats.bytes_budget);
+    }
+    assert_true(items > 0);
+    assert_true(moves > 0);
+    assert_int_equal(budget, (int64_t) mem);
+    free(a);
 }
 
 int
@@ -167,6 +253,8 @@ main(void)
         cmocka_unit_test(namespaces_flush),
         cmocka_unit_test(full_budget_evicts),
         cmocka_unit_test(limits_and_overhead),
+        cmocka_unit_test(fill_respects_generation),
+        cmocka_unit_test(partitions_share_pool),
     };
 
     return cmocka_run_group_tests_name("bus_cache_sm", tests, NULL, NULL);
