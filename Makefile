@@ -18,9 +18,11 @@ OBJS = \
 	bgworkers/launcher.o \
 	bgworkers/queue_worker.o \
 	bgworkers/lock_worker.o \
+	bgworkers/cache_worker.o \
 	extension/queue_api.o \
 	extension/topic_api.o \
 	extension/lock_api.o \
+	extension/cache_api.o \
 	bus/lock_sm.o \
 	bus/lock_shmem.o \
 	bus/topic_match.o \
@@ -30,7 +32,10 @@ OBJS = \
 	bus/queue_xact.o \
 	bus/queue_store.o \
 	bus/queue_catalog.o \
-	bus/queue_ops.o
+	bus/queue_ops.o \
+	bus/cache_sm.o \
+	bus/cache_shmem.o \
+	bus/cache_xact.o
 
 DATA = sql/svcbus--0.1.sql
 PGFILEDESC = "svcbus - service bus inside PostgreSQL"

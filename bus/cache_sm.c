@@ -746,3 +746,48 @@ svcbus_cache_expire(SvcbusCache *c, int64_t now, int64_t max)
 {
     return for_each_item(c, is_expired, NULL, now, max, true);
 }
+
+int64_t
+svcbus_cache_sweep(SvcbusCache *c, int64_t now, int npages)
+{
+    SvcbusCachePool *pool = pool_of(c);
+    int64_t     n = 0;
+    int         scanned = 0;
+
+    while (scanned < npages)
+    {
+        SvcbusCacheClass *cl;
+        int32_t     p;
+
+        if (c->sweep_cls >= c->nclasses)
+        {
+            c->sweep_cls = 0;
+            c->sweep_ord = 0;
+            break;              /* one full pass per call at most */
+        }
+        cl = &c->classes[c->sweep_cls];
+        if (c->sweep_ord >= cl->npages)
+        {
+            c->sweep_cls++;
+            c->sweep_ord = 0;
+            continue;
+        }
+        p = cl->first_page;
+        for (int32_t k = 0; k < c->sweep_ord && p >= 0; k++)
+            p = page_next(pool)[p];
+        for (uint32_t off = 0; p >= 0 && off + cl->chunk_size <= pool->page_size; off += cl->chunk_size)
+        {
+            SvcbusCacheItem *it = (SvcbusCacheItem *) (page_addr(c, p) + off);
+
+            if (it->in_use == 1 && expired(it, now))
+            {
+                c->stats.expirations++;
+                unlink_item(c, it);
+                n++;
+            }
+        }
+        c->sweep_ord++;
+        scanned++;
+    }
+    return n;
+}

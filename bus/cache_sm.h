@@ -101,6 +101,8 @@ typedef struct SvcbusCache
     int64_t     pool_off;       /* pool address minus this partition's */
     uint64_t    version;        /* last version handed out */
     int32_t     nclasses;
+    int32_t     sweep_cls;      /* sweeper position: class, */
+    int32_t     sweep_ord;      /* and page number in its list */
     SvcbusCacheStats stats;
     SvcbusCacheClass classes[SVCBUS_CACHE_CLASSES];
     /* then: int32 buckets[nbuckets]; uint32 gens[ngens] */
@@ -158,6 +160,10 @@ SvcbusCacheRc svcbus_cache_incr(SvcbusCache *c, const char *key, uint16_t klen, 
 int64_t     svcbus_cache_flush_prefix(SvcbusCache *c, const char *prefix, uint16_t plen);
 /* Reclaim up to max expired items; returns how many. */
 int64_t     svcbus_cache_expire(SvcbusCache *c, int64_t now, int64_t max);
+
+/* Reclaim the expired items of up to npages pages, continuing where the
+ * last call stopped; returns how many. */
+int64_t     svcbus_cache_sweep(SvcbusCache *c, int64_t now, int npages);
 
 /* Parse a decimal int64 (optional '-', digits only); false if not one. */
 bool        svcbus_cache_parse_int64(const char *s, uint32_t len, int64_t *out);

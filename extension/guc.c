@@ -11,6 +11,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "bus/cache.h"
 #include "bus/locks.h"
 #include "bus/queue.h"
 #include "extension/svcbus.h"
@@ -20,6 +21,17 @@ int         svcbus_restart_backoff_min_ms = 1000;
 int         svcbus_restart_backoff_max_ms = 60000;
 int         svcbus_worker_stable_ms = 30000;
 int         svcbus_maintenance_naptime_ms = 1000;
+
+static bool
+check_cache_memory(int *newval, void **extra, GucSource source)
+{
+    if (*newval > 0 && *newval < 4)
+    {
+        GUC_check_errdetail("svcbus.cache_memory must be 0 (off) or at least 4MB.");
+        return false;
+    }
+    return true;
+}
 
 /*
  * Define all svcbus.* settings.  When the library is loaded after startup
@@ -98,7 +110,22 @@ svcbus_guc_define(void)
                                 100000, 1000, 100000000,
                                 PGC_POSTMASTER, 0,
                                 NULL, NULL, NULL);
+        DefineCustomIntVariable("svcbus.cache_memory",
+                                "Shared memory for the svcbus cache's keys and values.",
+                                "0 turns the cache off; otherwise at least 4MB.",
+                                &svcbus_cache_memory_mb,
+                                64, 0, 1024 * 1024,
+                                PGC_POSTMASTER, GUC_UNIT_MB,
+                                check_cache_memory, NULL, NULL);
     }
+
+    DefineCustomIntVariable("svcbus.cache_max_value",
+                            "Largest value the svcbus cache accepts.",
+                            NULL,
+                            &svcbus_cache_max_value_kb,
+                            512, 1, 1023,
+                            PGC_SUSET, GUC_UNIT_KB,
+                            NULL, NULL, NULL);
 
     DefineCustomIntVariable("svcbus.max_message_bytes",
                             "Largest message body or headers accepted by send.",

@@ -25,6 +25,7 @@
 
 #include "bus/locks.h"
 #include "bus/queue.h"
+#include "bus/cache.h"
 #include "extension/svcbus.h"
 
 SvcbusShared *svcbus_shared = NULL;
@@ -61,6 +62,7 @@ svcbus_shmem_request(void)
     RequestNamedLWLockTranche("svcbus", 1);
     svcbus_queue_shmem_request();
     svcbus_lock_shmem_request();
+    svcbus_cache_shmem_request();
 }
 
 /* Seed slot i of a fresh table: name from the registry, history from carry. */
@@ -138,6 +140,7 @@ svcbus_shmem_startup(void)
     }
     svcbus_queue_shmem_init();
     svcbus_lock_shmem_init();
+    svcbus_cache_shmem_init();
     LWLockRelease(AddinShmemInitLock);
 
     if (!IsUnderPostmaster)

@@ -438,3 +438,275 @@ CREATE TABLE svcbus_internal.leases (
     expires_at  timestamptz NOT NULL,
     PRIMARY KEY (name, owner)
 );
+
+-- ---------------------------------------------------------------------------
+-- Shared-memory cache
+-- ---------------------------------------------------------------------------
+-- Keys are text (1-250 bytes) in a key space per database; values are bytes
+-- (text as its bytes, jsonb as its text).  Writes take effect when the
+-- transaction commits; the writer reads its own writes.  TTLs are seconds
+-- (NULL: no expiry).  Non-STRICT so that NULL keys and values get errors.
+
+CREATE FUNCTION svcbus.cache_get(key text)
+RETURNS bytea AS 'MODULE_PATHNAME', 'svcbus_sql_cache_get'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION svcbus.cache_get(text) IS
+  'Cached value of key as bytea, or NULL on a miss (this transaction''s own writes first).';
+
+CREATE FUNCTION svcbus.cache_get_text(key text)
+RETURNS text AS 'MODULE_PATHNAME', 'svcbus_sql_cache_get_text'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION svcbus.cache_get_text(text) IS
+  'Cached value of key as text, or NULL on a miss.';
+
+CREATE FUNCTION svcbus.cache_get_jsonb(key text)
+RETURNS jsonb AS 'MODULE_PATHNAME', 'svcbus_sql_cache_get_jsonb'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION svcbus.cache_get_jsonb(text) IS
+  'Cached value of key as jsonb, or NULL on a miss.';
+
+CREATE FUNCTION svcbus.cache_mget(keys text[])
+RETURNS bytea[] AS 'MODULE_PATHNAME', 'svcbus_sql_cache_mget'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION svcbus.cache_mget(text[]) IS
+  'Cached values of keys, in key order, NULL for misses.';
+
+CREATE FUNCTION svcbus.cache_mget_text(keys text[])
+RETURNS text[] AS 'MODULE_PATHNAME', 'svcbus_sql_cache_mget_text'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION svcbus.cache_mget_text(text[]) IS
+  'Cached values of keys as text, in key order, NULL for misses.';
+
+CREATE FUNCTION svcbus.cache_gets(key text, OUT value bytea, OUT version bigint)
+RETURNS record AS 'MODULE_PATHNAME', 'svcbus_sql_cache_gets'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION svcbus.cache_gets(text) IS
+  'Cached value of key with its version for cache_cas (version NULL for this transaction''s own writes).';
+
+CREATE FUNCTION svcbus.cache_set(key text, value bytea, ttl double precision DEFAULT NULL)
+RETURNS void AS 'MODULE_PATHNAME', 'svcbus_sql_cache_set'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION svcbus.cache_set(key text, value text, ttl double precision DEFAULT NULL)
+RETURNS void AS 'MODULE_PATHNAME', 'svcbus_sql_cache_set_text'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION svcbus.cache_set(key text, value jsonb, ttl double precision DEFAULT NULL)
+RETURNS void AS 'MODULE_PATHNAME', 'svcbus_sql_cache_set_jsonb'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cache_set(text, bytea, double precision) IS
+  'Store value under key when the transaction commits; ttl in seconds (NULL: no expiry).';
+COMMENT ON FUNCTION svcbus.cache_set(text, text, double precision) IS
+  'Store a text value under key when the transaction commits.';
+COMMENT ON FUNCTION svcbus.cache_set(text, jsonb, double precision) IS
+  'Store a jsonb value (as its text) under key when the transaction commits.';
+
+CREATE FUNCTION svcbus.cache_add(key text, value bytea, ttl double precision DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_sql_cache_add'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION svcbus.cache_add(key text, value text, ttl double precision DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_sql_cache_add_text'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION svcbus.cache_add(key text, value jsonb, ttl double precision DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_sql_cache_add_jsonb'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cache_add(text, bytea, double precision) IS
+  'Store value only if key is absent; true if it will be stored at commit.';
+COMMENT ON FUNCTION svcbus.cache_add(text, text, double precision) IS
+  'Store a text value only if key is absent.';
+COMMENT ON FUNCTION svcbus.cache_add(text, jsonb, double precision) IS
+  'Store a jsonb value only if key is absent.';
+
+CREATE FUNCTION svcbus.cache_replace(key text, value bytea, ttl double precision DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_sql_cache_replace'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION svcbus.cache_replace(key text, value text, ttl double precision DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_sql_cache_replace_text'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION svcbus.cache_replace(key text, value jsonb, ttl double precision DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_sql_cache_replace_jsonb'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cache_replace(text, bytea, double precision) IS
+  'Store value only if key is present; true if it will be stored at commit.';
+COMMENT ON FUNCTION svcbus.cache_replace(text, text, double precision) IS
+  'Store a text value only if key is present.';
+COMMENT ON FUNCTION svcbus.cache_replace(text, jsonb, double precision) IS
+  'Store a jsonb value only if key is present.';
+
+CREATE FUNCTION svcbus.cache_cas(key text, value bytea, version bigint, ttl double precision DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_sql_cache_cas'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION svcbus.cache_cas(key text, value text, version bigint, ttl double precision DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_sql_cache_cas_text'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION svcbus.cache_cas(key text, value jsonb, version bigint, ttl double precision DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_sql_cache_cas_jsonb'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cache_cas(text, bytea, bigint, double precision) IS
+  'Store value only if key still has version (from cache_gets); false if it moved.';
+COMMENT ON FUNCTION svcbus.cache_cas(text, text, bigint, double precision) IS
+  'Compare-and-set with a text value.';
+COMMENT ON FUNCTION svcbus.cache_cas(text, jsonb, bigint, double precision) IS
+  'Compare-and-set with a jsonb value.';
+
+CREATE FUNCTION svcbus.cache_delete(key text)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_sql_cache_delete'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cache_delete(text) IS
+  'Remove key when the transaction commits; true if it was there.';
+
+CREATE FUNCTION svcbus.cache_touch(key text, ttl double precision)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_sql_cache_touch'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cache_touch(text, double precision) IS
+  'Give key a new TTL in seconds (NULL: no expiry) at commit; false if absent.';
+
+CREATE FUNCTION svcbus.cache_incr(key text, delta bigint DEFAULT 1, ttl double precision DEFAULT NULL)
+RETURNS bigint AS 'MODULE_PATHNAME', 'svcbus_sql_cache_incr'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cache_incr(text, bigint, double precision) IS
+  'Add delta to the integer under key (a missing key starts at 0, expiring after ttl); returns the new value.';
+
+CREATE FUNCTION svcbus.cache_flush(namespace text DEFAULT NULL)
+RETURNS void AS 'MODULE_PATHNAME', 'svcbus_sql_cache_flush'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cache_flush(text) IS
+  'At commit, remove every key "namespace:..." of this database (NULL: every key of this database).';
+
+CREATE FUNCTION svcbus.cache_get_or_load(key text, loader regproc, ttl double precision DEFAULT NULL)
+RETURNS bytea AS 'MODULE_PATHNAME', 'svcbus_sql_cache_get_or_load'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION svcbus.cache_get_or_load_text(key text, loader regproc, ttl double precision DEFAULT NULL)
+RETURNS text AS 'MODULE_PATHNAME', 'svcbus_sql_cache_get_or_load_text'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION svcbus.cache_get_or_load_jsonb(key text, loader regproc, ttl double precision DEFAULT NULL)
+RETURNS jsonb AS 'MODULE_PATHNAME', 'svcbus_sql_cache_get_or_load_jsonb'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cache_get_or_load(text, regproc, double precision) IS
+  'Cached value of key; on a miss loader(key) fills it, unless key was written since the miss.';
+COMMENT ON FUNCTION svcbus.cache_get_or_load_text(text, regproc, double precision) IS
+  'cache_get_or_load returning text.';
+COMMENT ON FUNCTION svcbus.cache_get_or_load_jsonb(text, regproc, double precision) IS
+  'cache_get_or_load returning jsonb.';
+
+CREATE FUNCTION svcbus.cache_stats_row(
+    OUT items bigint, OUT bytes_payload bigint, OUT bytes_used bigint,
+    OUT bytes_allocated bigint, OUT bytes_budget bigint,
+    OUT header_bytes_per_item integer, OUT overhead_per_item double precision,
+    OUT hits bigint, OUT misses bigint, OUT hit_ratio double precision,
+    OUT evictions bigint, OUT expirations bigint, OUT writes bigint, OUT deletes bigint,
+    OUT fills_stale bigint, OUT conflicts bigint, OUT store_failures bigint)
+RETURNS record AS 'MODULE_PATHNAME', 'svcbus_sql_cache_stats'
+LANGUAGE C VOLATILE PARALLEL RESTRICTED;
+COMMENT ON FUNCTION svcbus.cache_stats_row() IS 'Counters of the svcbus cache (one row).';
+
+CREATE VIEW svcbus.cache_stats AS SELECT * FROM svcbus.cache_stats_row();
+COMMENT ON VIEW svcbus.cache_stats IS
+  'The svcbus cache: items, bytes (payload, used by chunks, pages allocated, budget), per-item overhead, hits, misses, hit ratio, evictions, expirations, commit outcomes.';
+GRANT SELECT ON svcbus.cache_stats TO PUBLIC;
+
+-- Table-bound invalidation.  SECURITY INVOKER on purpose: the caller
+-- creates the trigger function (in the table's schema) and the triggers
+-- with their own rights, so key_expression runs with nobody else's.
+CREATE FUNCTION svcbus.cache_invalidate_on(tbl regclass, key_expression text,
+                                           namespace text DEFAULT NULL)
+RETURNS void
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    nsp  name;
+    rel  name;
+    fn   name := 'svcbus_cache_inv_' || tbl::oid;
+    kind "char";
+BEGIN
+    IF tbl IS NULL OR key_expression IS NULL OR btrim(key_expression) = '' THEN
+        RAISE EXCEPTION 'table and key expression must not be null or empty'
+            USING ERRCODE = '22004';
+    END IF;
+    SELECT n.nspname, c.relname, c.relkind INTO nsp, rel, kind
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    IF kind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = '42809',
+                  HINT = 'Invalidation triggers can be installed on ordinary and partitioned tables.';
+    END IF;
+    IF namespace IS NOT NULL AND (namespace = '' OR length(namespace::bytea) > 249) THEN
+        RAISE EXCEPTION 'invalid cache namespace "%"', namespace
+            USING ERRCODE = '22023', DETAIL = 'A namespace has 1 to 249 bytes.';
+    END IF;
+    -- Check the expression against the table's columns now (42703 etc.).
+    EXECUTE format('SELECT (%s)::text FROM %s AS r WHERE false', key_expression, tbl);
+
+    EXECUTE format(
+        'CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql '
+        'SET search_path = pg_catalog, %I AS $f$ '
+        'DECLARE k text; '
+        'BEGIN '
+        '  IF TG_OP = ''TRUNCATE'' THEN PERFORM svcbus.cache_flush(%L); RETURN NULL; END IF; '
+        '  IF TG_OP IN (''UPDATE'', ''DELETE'') THEN '
+        '    SELECT (%s)::text INTO k FROM (SELECT OLD.*) AS r; '
+        '    IF k IS NOT NULL AND k <> '''' THEN PERFORM svcbus.cache_delete(k); END IF; '
+        '  END IF; '
+        '  IF TG_OP IN (''INSERT'', ''UPDATE'') THEN '
+        '    SELECT (%s)::text INTO k FROM (SELECT NEW.*) AS r; '
+        '    IF k IS NOT NULL AND k <> '''' THEN PERFORM svcbus.cache_delete(k); END IF; '
+        '  END IF; '
+        '  RETURN NULL; '
+        'END $f$',
+        nsp, fn, nsp, namespace, key_expression, key_expression);
+    EXECUTE format('COMMENT ON FUNCTION %I.%I() IS %L', nsp, fn,
+                   'svcbus cache invalidation of ' || tbl::text || ': ' || key_expression ||
+                   coalesce(' (TRUNCATE flushes namespace ' || namespace || ')', ' (TRUNCATE flushes the database''s keys)'));
+    -- Binding again replaces the triggers (and the expression).
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'svcbus_cache_invalidate') THEN
+        EXECUTE format('DROP TRIGGER svcbus_cache_invalidate ON %s', tbl);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'svcbus_cache_invalidate_truncate') THEN
+        EXECUTE format('DROP TRIGGER svcbus_cache_invalidate_truncate ON %s', tbl);
+    END IF;
+    EXECUTE format('CREATE TRIGGER svcbus_cache_invalidate AFTER INSERT OR UPDATE OR DELETE ON %s '
+                   'FOR EACH ROW EXECUTE FUNCTION %I.%I()', tbl, nsp, fn);
+    EXECUTE format('CREATE TRIGGER svcbus_cache_invalidate_truncate AFTER TRUNCATE ON %s '
+                   'FOR EACH STATEMENT EXECUTE FUNCTION %I.%I()', tbl, nsp, fn);
+END
+$$;
+COMMENT ON FUNCTION svcbus.cache_invalidate_on(regclass, text, text) IS
+  'Install triggers so committed INSERT/UPDATE/DELETE on tbl invalidate the keys key_expression (over the row''s columns) yields for the old and new rows; TRUNCATE flushes namespace (NULL: the database''s keys).';
+
+CREATE FUNCTION svcbus.cache_invalidate_off(tbl regclass)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    nsp name;
+    fn  name := 'svcbus_cache_inv_' || tbl::oid;
+BEGIN
+    SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = tbl;
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'svcbus_cache_invalidate') THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('DROP TRIGGER svcbus_cache_invalidate ON %s', tbl);
+    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'svcbus_cache_invalidate_truncate') THEN
+        EXECUTE format('DROP TRIGGER svcbus_cache_invalidate_truncate ON %s', tbl);
+    END IF;
+    IF EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                WHERE n.nspname = nsp AND p.proname = fn AND p.pronargs = 0) THEN
+        EXECUTE format('DROP FUNCTION %I.%I()', nsp, fn);
+    END IF;
+    RETURN true;
+END
+$$;
+COMMENT ON FUNCTION svcbus.cache_invalidate_off(regclass) IS
+  'Remove the invalidation triggers cache_invalidate_on installed on tbl; false if there were none.';
+
+CREATE VIEW svcbus.cache_bindings AS
+  SELECT t.tgrelid::regclass AS table_name,
+         t.tgfoid::regprocedure AS trigger_function,
+         obj_description(t.tgfoid, 'pg_proc') AS description
+    FROM pg_catalog.pg_trigger t
+   WHERE t.tgname = 'svcbus_cache_invalidate';
+COMMENT ON VIEW svcbus.cache_bindings IS
+  'Tables whose committed changes invalidate cache keys (svcbus.cache_invalidate_on).';
+GRANT SELECT ON svcbus.cache_bindings TO PUBLIC;

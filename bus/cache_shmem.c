@@ -1,0 +1,355 @@
+/*
+ * bus/cache_shmem.c
+ *      Shared memory of the cache: the store's pool and partitions
+ *      (bus/cache_sm.c), one LWLock per partition, and a counter slot per
+ *      PGPROC for hits and misses.
+ *
+ * Locking: a key belongs to one partition (high bits of its hash); reads
+ * (svcbus_cache_shared_get) hold that partition's LWLock shared, every
+ * other command holds it exclusively.  Partitions share nothing but the
+ * pool's page counter, taken with one atomic add, so commands on keys of
+ * different partitions never wait for each other and reads never wait for
+ * reads.  No command allocates, logs or raises while holding a partition
+ * lock, except the palloc of a value copied out by a read (an error there
+ * is out of memory, and the abort releases the lock).
+ *
+ * Counters: each backend adds to its own slot (indexed by its PGPROC
+ * number) without atomics; the stats view sums the slots.  A slot is not
+ * cleared when its backend exits, so totals only grow until restart.
+ *
+ * Contents do not survive a restart (the segment is created anew).
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "access/twophase.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/timestamp.h"
+
+#include "bus/cache.h"
+#include "extension/svcbus.h"
+
+int         svcbus_cache_memory_mb = 64;
+int         svcbus_cache_max_value_kb = 512;
+
+#define CACHE_NGENS 1024
+
+typedef struct CacheShared
+{
+    int         nparts;
+    int         ncounters;
+    LWLockPadded *locks;        /* the "svcbus cache" tranche */
+    /* then: SvcbusCacheCounters counters[ncounters] */
+} CacheShared;
+
+static CacheShared *cache_shared = NULL;
+static SvcbusCachePool *cache_pool = NULL;
+static SvcbusCacheCounters *cache_counters = NULL;
+
+static uint32
+pow2_floor(uint64 n)
+{
+    uint32      p = 1;
+
+    while ((uint64) p * 2 <= n && p < (1u << 30))
+        p *= 2;
+    return p;
+}
+
+static uint32
+pow2_ceil(uint64 n)
+{
+    uint32      p = 1;
+
+    while (p < n && p < (1u << 30))
+        p *= 2;
+    return p;
+}
+
+static size_t
+cache_bytes(void)
+{
+    return (size_t) svcbus_cache_memory_mb * 1024 * 1024;
+}
+
+/* Partitions: one per 8 pages, a power of two, 1 to 16. */
+static uint32
+cache_nparts(void)
+{
+    uint32      n = pow2_floor(cache_bytes() / SVCBUS_CACHE_PAGE_SIZE / 8);
+
+    return Max(1, Min(16, n));
+}
+
+/* Buckets per partition: one per 256 bytes of budget. */
+static uint32
+cache_nbuckets(void)
+{
+    return pow2_ceil(Max(cache_bytes() / 256 / cache_nparts(), 64));
+}
+
+static int
+cache_ncounters(void)
+{
+    return MaxBackends + NUM_AUXILIARY_PROCS + max_prepared_xacts;
+}
+
+Size
+svcbus_cache_shmem_size(void)
+{
+    Size        size = MAXALIGN(sizeof(CacheShared)) +
+        MAXALIGN(mul_size(sizeof(SvcbusCacheCounters), cache_ncounters()));
+
+    if (svcbus_cache_memory_mb > 0)
+        size = add_size(size, svcbus_cache_pool_size(cache_bytes(), cache_nparts(),
+                                                     cache_nbuckets(), CACHE_NGENS,
+                                                     SVCBUS_CACHE_PAGE_SIZE) + 64);
+    return size;
+}
+
+void
+svcbus_cache_shmem_request(void)
+{
+    RequestAddinShmemSpace(svcbus_cache_shmem_size());
+    RequestNamedLWLockTranche("svcbus cache", (int) cache_nparts());
+}
+
+/* Called from the shmem_startup_hook, holding AddinShmemInitLock. */
+void
+svcbus_cache_shmem_init(void)
+{
+    bool        found;
+    char       *base;
+
+    base = ShmemInitStruct("svcbus cache", svcbus_cache_shmem_size(), &found);
+    cache_shared = (CacheShared *) base;
+    cache_counters = (SvcbusCacheCounters *) (base + MAXALIGN(sizeof(CacheShared)));
+    if (svcbus_cache_memory_mb > 0)
+    {
+        char       *arena = (char *) cache_counters +
+            MAXALIGN(sizeof(SvcbusCacheCounters) * cache_ncounters());
+
+        arena = (char *) TYPEALIGN(64, arena);
+        if (!found)
+            cache_pool = svcbus_cache_pool_init(arena, cache_bytes(), cache_nparts(),
+                                                cache_nbuckets(), CACHE_NGENS,
+                                                SVCBUS_CACHE_PAGE_SIZE);
+        else
+            cache_pool = (SvcbusCachePool *) arena;
+    }
+    if (!found)
+    {
+        cache_shared->nparts = (int) cache_nparts();
+        cache_shared->ncounters = cache_ncounters();
+        cache_shared->locks = GetNamedLWLockTranche("svcbus cache");
+        memset(cache_counters, 0, sizeof(SvcbusCacheCounters) * cache_ncounters());
+    }
+}
+
+void
+svcbus_cache_require(void)
+{
+    svcbus_shmem_require();
+    if (cache_pool == NULL)
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("svcbus cache is disabled"),
+                 errhint("Set svcbus.cache_memory to a size of at least 4MB and restart the server.")));
+}
+
+SvcbusCacheCounters *
+svcbus_cache_my_counters(void)
+{
+    static SvcbusCacheCounters dummy;
+
+    if (MyProc == NULL || cache_counters == NULL ||
+        MyProc->pgprocno < 0 || MyProc->pgprocno >= cache_shared->ncounters)
+        return &dummy;
+    return &cache_counters[MyProc->pgprocno];
+}
+
+/* Microseconds since the PostgreSQL epoch (never 0, which means "never"). */
+int64
+svcbus_cache_now(void)
+{
+    return (int64) GetCurrentTimestamp();
+}
+
+static SvcbusCache *
+part_of(const SvcbusCacheKey *key, LWLock **lock)
+{
+    uint32      i = svcbus_cache_part_of(cache_pool, key->hash);
+
+    *lock = &cache_shared->locks[i].lock;
+    return svcbus_cache_part(cache_pool, i);
+}
+
+bool
+svcbus_cache_shared_get(const SvcbusCacheKey *key, bytea **value, uint64 *version,
+                        int64 *expires_at, uint32 *generation)
+{
+    LWLock     *lock;
+    SvcbusCache *c = part_of(key, &lock);
+    const char *val;
+    uint32      vlen;
+    bool        hit;
+
+    LWLockAcquire(lock, LW_SHARED);
+    hit = svcbus_cache_get(c, key->data, key->len, svcbus_cache_now(), &val, &vlen, version)
+        == SVCBUS_CACHE_OK;
+    if (generation)
+        *generation = svcbus_cache_generation(c, key->data, key->len);
+    if (hit)
+    {
+        if (value)
+        {
+            bytea      *b = (bytea *) palloc(VARHDRSZ + vlen);
+
+            SET_VARSIZE(b, VARHDRSZ + vlen);
+            memcpy(VARDATA(b), val, vlen);
+            *value = b;
+        }
+        if (expires_at)
+        {
+            /* the item header sits just before its key */
+            const SvcbusCacheItem *it = (const SvcbusCacheItem *)
+                (val - key->len - sizeof(SvcbusCacheItem));
+
+            *expires_at = it->expires_at;
+        }
+    }
+    LWLockRelease(lock);
+    return hit;
+}
+
+SvcbusCacheRc
+svcbus_cache_shared_store(const SvcbusCacheKey *key, SvcbusCacheStoreMode mode,
+                          const char *val, uint32 vlen, int64 expires_at, uint64 cond)
+{
+    LWLock     *lock;
+    SvcbusCache *c = part_of(key, &lock);
+    SvcbusCacheRc rc;
+
+    LWLockAcquire(lock, LW_EXCLUSIVE);
+    rc = svcbus_cache_store(c, mode, key->data, key->len, val, vlen, expires_at, cond,
+                            svcbus_cache_now(), NULL);
+    if (rc == SVCBUS_CACHE_FULL && mode != SVCBUS_CACHE_ADD && mode != SVCBUS_CACHE_FILL)
+        (void) svcbus_cache_delete(c, key->data, key->len, svcbus_cache_now());
+    LWLockRelease(lock);
+    return rc;
+}
+
+SvcbusCacheRc
+svcbus_cache_shared_delete(const SvcbusCacheKey *key)
+{
+    LWLock     *lock;
+    SvcbusCache *c = part_of(key, &lock);
+    SvcbusCacheRc rc;
+
+    LWLockAcquire(lock, LW_EXCLUSIVE);
+    rc = svcbus_cache_delete(c, key->data, key->len, svcbus_cache_now());
+    LWLockRelease(lock);
+    return rc;
+}
+
+SvcbusCacheRc
+svcbus_cache_shared_touch(const SvcbusCacheKey *key, int64 expires_at)
+{
+    LWLock     *lock;
+    SvcbusCache *c = part_of(key, &lock);
+    SvcbusCacheRc rc;
+
+    LWLockAcquire(lock, LW_EXCLUSIVE);
+    rc = svcbus_cache_touch(c, key->data, key->len, expires_at, svcbus_cache_now());
+    LWLockRelease(lock);
+    return rc;
+}
+
+SvcbusCacheRc
+svcbus_cache_shared_incr(const SvcbusCacheKey *key, int64 delta, int64 create_expires_at,
+                         int64 *result)
+{
+    LWLock     *lock;
+    SvcbusCache *c = part_of(key, &lock);
+    SvcbusCacheRc rc;
+
+    LWLockAcquire(lock, LW_EXCLUSIVE);
+    rc = svcbus_cache_incr(c, key->data, key->len, delta, true, create_expires_at,
+                           svcbus_cache_now(), result);
+    LWLockRelease(lock);
+    return rc;
+}
+
+/* Delete every key starting with prefix, a partition at a time. */
+int64
+svcbus_cache_shared_flush(const char *prefix, uint16 plen)
+{
+    int64       n = 0;
+
+    for (int i = 0; i < cache_shared->nparts; i++)
+    {
+        LWLock     *lock = &cache_shared->locks[i].lock;
+
+        LWLockAcquire(lock, LW_EXCLUSIVE);
+        n += svcbus_cache_flush_prefix(svcbus_cache_part(cache_pool, i), prefix, plen);
+        LWLockRelease(lock);
+    }
+    return n;
+}
+
+/* Reclaim expired items: the sweeper's step, npages pages per partition. */
+int64
+svcbus_cache_shared_expire(int64 pages_per_partition)
+{
+    int64       n = 0;
+    int64       now = svcbus_cache_now();
+
+    if (cache_pool == NULL)
+        return 0;
+    for (int i = 0; i < cache_shared->nparts; i++)
+    {
+        LWLock     *lock = &cache_shared->locks[i].lock;
+
+        LWLockAcquire(lock, LW_EXCLUSIVE);
+        n += svcbus_cache_sweep(svcbus_cache_part(cache_pool, i), now, (int) pages_per_partition);
+        LWLockRelease(lock);
+    }
+    return n;
+}
+
+void
+svcbus_cache_totals(SvcbusCacheTotals *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->partitions = cache_shared->nparts;
+    out->budget = (int64) cache_pool->npages * cache_pool->page_size;
+    for (int i = 0; i < cache_shared->nparts; i++)
+    {
+        LWLock     *lock = &cache_shared->locks[i].lock;
+        SvcbusCache *c = svcbus_cache_part(cache_pool, i);
+
+        LWLockAcquire(lock, LW_SHARED);
+        out->store.items += c->stats.items;
+        out->store.bytes_used += c->stats.bytes_used;
+        out->store.bytes_payload += c->stats.bytes_payload;
+        out->store.bytes_budget += c->stats.bytes_budget;
+        out->store.evictions += c->stats.evictions;
+        out->store.expirations += c->stats.expirations;
+        out->store.page_moves += c->stats.page_moves;
+        LWLockRelease(lock);
+    }
+    for (int i = 0; i < cache_shared->ncounters; i++)
+    {
+        const SvcbusCacheCounters *k = &cache_counters[i];
+
+        out->counters.hits += k->hits;
+        out->counters.misses += k->misses;
+        out->counters.writes += k->writes;
+        out->counters.deletes += k->deletes;
+        out->counters.fills_stale += k->fills_stale;
+        out->counters.conflicts += k->conflicts;
+        out->counters.store_failures += k->store_failures;
+    }
+}
