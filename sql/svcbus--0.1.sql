@@ -634,6 +634,11 @@ BEGIN
         RAISE EXCEPTION 'invalid cache namespace "%"', namespace
             USING ERRCODE = '22023', DETAIL = 'A namespace has 1 to 249 bytes.';
     END IF;
+    IF NOT has_table_privilege(tbl, 'TRIGGER') THEN
+        RAISE EXCEPTION 'permission denied to create triggers on table %', tbl
+            USING ERRCODE = '42501',
+                  HINT = 'cache_invalidate_on needs the TRIGGER privilege on the table (and CREATE on its schema).';
+    END IF;
     -- Check the expression against the table's columns now (42703 etc.).
     EXECUTE format('SELECT (%s)::text FROM %s AS r WHERE false', key_expression, tbl);
 
