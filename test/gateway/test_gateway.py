@@ -214,7 +214,7 @@ def test_hung_database_hits_the_deadline(make_gateway, running_cluster):
         status, doc = health(gw, timeout=10)
         elapsed = time.monotonic() - t0
         assert status == 503
-        assert 0.9 <= elapsed < 3.0
+        assert 0.9 <= elapsed < 8.0      # the deadline (1 s), not the frozen backend; slack for a loaded machine
         assert "timed out" in doc["error"]
     finally:
         os.kill(pids[0], signal.SIGCONT)
