@@ -617,6 +617,7 @@ DECLARE
     rel  name;
     fn   name := 'svcbus_cache_inv_' || tbl::oid;
     kind "char";
+    tag  text;
 BEGIN
     IF tbl IS NULL OR key_expression IS NULL OR btrim(key_expression) = '' THEN
         RAISE EXCEPTION 'table and key expression must not be null or empty'
@@ -642,9 +643,11 @@ BEGIN
     -- Check the expression against the table's columns now (42703 etc.).
     EXECUTE format('SELECT (%s)::text FROM %s AS r WHERE false', key_expression, tbl);
 
+    -- The body is dollar-quoted with a tag the inputs cannot contain.
+    tag := '$svcbus_' || md5(key_expression || coalesce(namespace, '')) || '$';
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql '
-        'SET search_path = pg_catalog, %I AS $f$ '
+        'SET search_path = pg_catalog, %I AS ' || tag || ' '
         'DECLARE k text; '
         'BEGIN '
         '  IF TG_OP = ''TRUNCATE'' THEN PERFORM svcbus.cache_flush(%L); RETURN NULL; END IF; '
@@ -657,7 +660,7 @@ BEGIN
         '    IF k IS NOT NULL AND k <> '''' THEN PERFORM svcbus.cache_delete(k); END IF; '
         '  END IF; '
         '  RETURN NULL; '
-        'END $f$',
+        'END ' || tag,
         nsp, fn, nsp, namespace, key_expression, key_expression);
     EXECUTE format('COMMENT ON FUNCTION %I.%I() IS %L', nsp, fn,
                    'svcbus cache invalidation of ' || tbl::text || ': ' || key_expression ||
