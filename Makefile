@@ -56,6 +56,8 @@ PG_CPPFLAGS += -DUSE_ASSERT_CHECKING
 endif
 
 # PGXS tracks no header dependencies: every object depends on every header.
+# (This rule comes before PGXS's, so name the default goal explicitly.)
+.DEFAULT_GOAL := all
 HEADERS = $(wildcard extension/*.h bus/*.h bgworkers/*.h)
 $(OBJS): $(HEADERS)
 

@@ -31,6 +31,7 @@ svcbus_cache_worker_main(Datum main_arg)
 {
     int         slot = DatumGetInt32(main_arg);
     char        detail[96];
+    int64       total = 0;
 
     pqsignal(SIGHUP, SignalHandlerForConfigReload);
     pqsignal(SIGTERM, die);
@@ -39,8 +40,6 @@ svcbus_cache_worker_main(Datum main_arg)
     svcbus_worker_attach(slot, svcbus_cache_memory_mb > 0 ? "sweeping expired items" : "cache off");
     for (;;)
     {
-        static int64 total = 0;
-
         if (svcbus_cache_memory_mb > 0)
         {
             int64       n = svcbus_cache_shared_expire(SWEEP_PAGES);

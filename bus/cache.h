@@ -54,6 +54,7 @@ extern Size svcbus_cache_shmem_size(void);
 extern void svcbus_cache_shmem_request(void);
 extern void svcbus_cache_shmem_init(void);
 extern void svcbus_cache_require(void);     /* 55000 when off or not preloaded */
+extern bool svcbus_cache_available(void);
 extern SvcbusCacheCounters *svcbus_cache_my_counters(void);
 extern void svcbus_cache_totals(SvcbusCacheTotals *out);
 extern int64 svcbus_cache_now(void);
@@ -102,6 +103,8 @@ extern void svcbus_cache_ws_add(SvcbusCacheOpKind kind, SvcbusCacheStoreMode mod
                                 bool view_absent, const char *view_val, uint32 view_vlen,
                                 int64 view_expires_at);
 extern bool svcbus_cache_ws_empty(void);
+extern bool svcbus_cache_ws_deleted(const SvcbusCacheKey *key);
+extern int  svcbus_cache_ws_length(void);
 extern void svcbus_cache_lock_key(const SvcbusCacheKey *key);
 
 #endif

@@ -36,11 +36,14 @@ int         svcbus_cache_max_value_kb = 512;
 
 #define CACHE_NGENS 1024
 
+/* Set once at creation, read-only afterwards: no lock. */
 typedef struct CacheShared
 {
     int         nparts;
     int         ncounters;
-    LWLockPadded *locks;        /* the "svcbus cache" tranche */
+    LWLockPadded *locks;        /* the "svcbus cache" tranche (same address in
+                                 * every process: PostgreSQL maps the main
+                                 * segment at one address) */
     /* then: SvcbusCacheCounters counters[ncounters] */
 } CacheShared;
 
@@ -146,6 +149,13 @@ svcbus_cache_shmem_init(void)
         cache_shared->locks = GetNamedLWLockTranche("svcbus cache");
         memset(cache_counters, 0, sizeof(SvcbusCacheCounters) * cache_ncounters());
     }
+}
+
+/* Whether the cache is there (loaded at startup and not turned off). */
+bool
+svcbus_cache_available(void)
+{
+    return cache_pool != NULL;
 }
 
 void
@@ -278,6 +288,8 @@ svcbus_cache_shared_incr(const SvcbusCacheKey *key, int64 delta, int64 create_ex
     LWLockAcquire(lock, LW_EXCLUSIVE);
     rc = svcbus_cache_incr(c, key->data, key->len, delta, true, create_expires_at,
                            svcbus_cache_now(), result);
+    if (rc == SVCBUS_CACHE_FULL)
+        (void) svcbus_cache_delete(c, key->data, key->len, svcbus_cache_now());
     LWLockRelease(lock);
     return rc;
 }

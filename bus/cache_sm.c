@@ -349,20 +349,33 @@ steal_page(SvcbusCache *c, int cls)
                *hi;
     int32_t    *link;
 
-    for (int i = 0; i < c->nclasses; i++)
-        if (i != cls && c->classes[i].npages > 0 &&
-            (victim < 0 || c->classes[i].npages > c->classes[victim].npages))
-            victim = i;
-    if (victim < 0)
-        return -1;
-    vc = &c->classes[victim];
-    for (p = vc->first_page; page_next(pool)[p] >= 0; p = page_next(pool)[p])
-        prev = p;
-    lo = page_addr(c, p);
-    hi = lo + pool->page_size;
-    for (char *a = lo; a + vc->chunk_size <= hi; a += vc->chunk_size)
-        if (((SvcbusCacheItem *) a)->in_use == PINNED)
+    bool        tried[SVCBUS_CACHE_CLASSES] = {false};
+
+    /* The largest other class whose last page does not hold the pinned item. */
+    for (;;)
+    {
+        bool        pinned = false;
+
+        victim = -1;
+        for (int i = 0; i < c->nclasses; i++)
+            if (i != cls && !tried[i] && c->classes[i].npages > 0 &&
+                (victim < 0 || c->classes[i].npages > c->classes[victim].npages))
+                victim = i;
+        if (victim < 0)
             return -1;
+        tried[victim] = true;
+        vc = &c->classes[victim];
+        prev = -1;
+        for (p = vc->first_page; page_next(pool)[p] >= 0; p = page_next(pool)[p])
+            prev = p;
+        lo = page_addr(c, p);
+        hi = lo + pool->page_size;
+        for (char *a = lo; a + vc->chunk_size <= hi; a += vc->chunk_size)
+            if (((SvcbusCacheItem *) a)->in_use == PINNED)
+                pinned = true;
+        if (!pinned)
+            break;
+    }
     for (char *a = lo; a + vc->chunk_size <= hi; a += vc->chunk_size)
     {
         SvcbusCacheItem *it = (SvcbusCacheItem *) a;
@@ -469,7 +482,7 @@ svcbus_cache_get(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
     if (it == NULL || expired(it, now))
         return SVCBUS_CACHE_MISS;
     if (it->clock == 0)
-        it->clock = 1;
+        __atomic_store_n(&it->clock, 1, __ATOMIC_RELAXED);     /* under a shared lock */
     if (val)
         *val = item_val(it);
     if (vlen)
@@ -521,6 +534,12 @@ svcbus_cache_store(SvcbusCache *c, SvcbusCacheStoreMode mode,
     cls = class_for(c, need);
     if (cls < 0)
         return SVCBUS_CACHE_TOO_BIG;
+    if (old != NULL && old->cls == cls)
+    {
+        /* Same size class: the successor takes the old chunk. */
+        unlink_item(c, old);
+        old = NULL;
+    }
     if (old != NULL)
         old->in_use = PINNED;   /* not evicted to make room for its successor */
     ref = alloc_chunk(c, cls, now);

@@ -29,6 +29,7 @@
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "storage/lock.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 
 #include "bus/cache.h"
@@ -53,6 +54,78 @@ typedef struct CacheOp
 
 static List *ops = NIL;         /* in TopTransactionContext */
 static bool callbacks_registered = false;
+
+/*
+ * Index of the write set, built once it has more than INDEX_AFTER entries
+ * (a bulk UPDATE on a bound table makes thousands): key -> position of the
+ * newest entry of that key; flush entries are listed apart (few).  Dropped
+ * when a subtransaction abort removes entries, rebuilt on demand.
+ */
+#define INDEX_AFTER 16
+
+typedef struct WsKey
+{
+    uint16      len;
+    char        data[4 + SVCBUS_CACHE_USER_KEY_MAX];
+} WsKey;
+
+typedef struct WsEntry
+{
+    WsKey       key;
+    int         pos;
+} WsEntry;
+
+static HTAB *ws_index = NULL;
+static List *ws_flushes = NIL;  /* positions of flush entries (when indexed) */
+
+static void
+ws_reset(void)
+{
+    ops = NIL;                  /* memory goes with TopTransactionContext */
+    ws_index = NULL;
+    ws_flushes = NIL;
+}
+
+static void
+index_note(const CacheOp *op, int pos)
+{
+    if (op->kind == SVCBUS_CACHE_OP_FLUSH)
+    {
+        MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+
+        ws_flushes = lappend_int(ws_flushes, pos);
+        MemoryContextSwitchTo(old);
+    }
+    else
+    {
+        WsKey       k;
+        WsEntry    *e;
+
+        memset(&k, 0, sizeof(k));
+        k.len = op->key.len;
+        memcpy(k.data, op->key.data, op->key.len);
+        e = hash_search(ws_index, &k, HASH_ENTER, NULL);
+        e->pos = pos;
+    }
+}
+
+static void
+index_build(void)
+{
+    HASHCTL     ctl;
+    int         i = 0;
+    ListCell   *lc;
+
+    memset(&ctl, 0, sizeof(ctl));
+    ctl.keysize = sizeof(WsKey);
+    ctl.entrysize = sizeof(WsEntry);
+    ctl.hcxt = TopTransactionContext;
+    ws_index = hash_create("svcbus cache write set", 256, &ctl,
+                           HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+    ws_flushes = NIL;
+    foreach(lc, ops)
+        index_note(lfirst(lc), i++);
+}
 
 static void cache_xact_callback(XactEvent event, void *arg);
 static void cache_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
@@ -83,35 +156,91 @@ covers(const CacheOp *op, const SvcbusCacheKey *key)
         memcmp(op->key.data, key->data, key->len) == 0;
 }
 
+/* Position of the newest entry of key or of a flush covering it; -1. */
+static int
+newest_entry(const SvcbusCacheKey *key)
+{
+    int         pos = -1;
+    ListCell   *lc;
+
+    if (ws_index == NULL && list_length(ops) > INDEX_AFTER)
+        index_build();
+    if (ws_index == NULL)
+    {
+        for (int i = list_length(ops) - 1; i >= 0; i--)
+            if (covers(list_nth(ops, i), key))
+                return i;
+        return -1;
+    }
+    {
+        WsKey       k;
+        WsEntry    *e;
+
+        memset(&k, 0, sizeof(k));
+        k.len = key->len;
+        memcpy(k.data, key->data, key->len);
+        e = hash_search(ws_index, &k, HASH_FIND, NULL);
+        if (e != NULL)
+            pos = e->pos;
+    }
+    foreach(lc, ws_flushes)
+    {
+        int         f = lfirst_int(lc);
+
+        if (f > pos && covers(list_nth(ops, f), key))
+            pos = f;
+    }
+    return pos;
+}
+
 /*
- * What this transaction wrote to key, newest first.  VALUE: *value is a
- * palloc'd bytea copy; expired values read as ABSENT.
+ * What this transaction wrote to key (its newest entry, or a newer flush
+ * covering it).  VALUE: *value is a palloc'd bytea copy; expired values
+ * read as ABSENT.
  */
 SvcbusCacheView
 svcbus_cache_ws_lookup(const SvcbusCacheKey *key, bytea **value, int64 *expires_at)
 {
-    for (int i = list_length(ops) - 1; i >= 0; i--)
+    int         pos = newest_entry(key);
+    CacheOp    *op;
+
+    if (pos < 0)
+        return SVCBUS_CACHE_VIEW_NONE;
+    op = list_nth(ops, pos);
+    if (op->view_absent ||
+        (op->view_expires_at != 0 && op->view_expires_at <= svcbus_cache_now()))
+        return SVCBUS_CACHE_VIEW_ABSENT;
+    if (value)
     {
-        CacheOp    *op = list_nth(ops, i);
+        bytea      *b = (bytea *) palloc(VARHDRSZ + op->view_vlen);
 
-        if (!covers(op, key))
-            continue;
-        if (op->view_absent ||
-            (op->view_expires_at != 0 && op->view_expires_at <= svcbus_cache_now()))
-            return SVCBUS_CACHE_VIEW_ABSENT;
-        if (value)
-        {
-            bytea      *b = (bytea *) palloc(VARHDRSZ + op->view_vlen);
-
-            SET_VARSIZE(b, VARHDRSZ + op->view_vlen);
-            memcpy(VARDATA(b), op->view_val, op->view_vlen);
-            *value = b;
-        }
-        if (expires_at)
-            *expires_at = op->view_expires_at;
-        return SVCBUS_CACHE_VIEW_VALUE;
+        SET_VARSIZE(b, VARHDRSZ + op->view_vlen);
+        memcpy(VARDATA(b), op->view_val, op->view_vlen);
+        *value = b;
     }
-    return SVCBUS_CACHE_VIEW_NONE;
+    if (expires_at)
+        *expires_at = op->view_expires_at;
+    return SVCBUS_CACHE_VIEW_VALUE;
+}
+
+/* Whether key is already deleted by this transaction (its newest entry is
+ * a delete, or a flush covers it): another invalidation adds nothing. */
+bool
+svcbus_cache_ws_deleted(const SvcbusCacheKey *key)
+{
+    int         pos = newest_entry(key);
+    CacheOp    *op;
+
+    if (pos < 0)
+        return false;
+    op = list_nth(ops, pos);
+    return op->kind == SVCBUS_CACHE_OP_DELETE || op->kind == SVCBUS_CACHE_OP_FLUSH;
+}
+
+int
+svcbus_cache_ws_length(void)
+{
+    return list_length(ops);
 }
 
 static char *
@@ -158,6 +287,8 @@ svcbus_cache_ws_add(SvcbusCacheOpKind kind, SvcbusCacheStoreMode mode,
     old = MemoryContextSwitchTo(TopTransactionContext);
     ops = lappend(ops, op);
     MemoryContextSwitchTo(old);
+    if (ws_index != NULL)
+        index_note(op, list_length(ops) - 1);
 }
 
 /* Serialise conditional writes of key with other transactions (waits). */
@@ -226,9 +357,21 @@ cache_xact_callback(XactEvent event, void *arg)
     {
         case XACT_EVENT_PRE_PREPARE:
             if (ops != NIL)
-                ereport(ERROR,
-                        (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-                         errmsg("cannot PREPARE a transaction that wrote to the svcbus cache")));
+            {
+                ListCell   *lc;
+
+                /* Read-through fills can be skipped; real writes cannot. */
+                foreach(lc, ops)
+                {
+                    CacheOp    *op = lfirst(lc);
+
+                    if (op->kind != SVCBUS_CACHE_OP_STORE || op->mode != SVCBUS_CACHE_FILL)
+                        ereport(ERROR,
+                                (errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+                                 errmsg("cannot PREPARE a transaction that wrote to the svcbus cache")));
+                }
+                ws_reset();
+            }
             break;
         case XACT_EVENT_COMMIT:
         case XACT_EVENT_PARALLEL_COMMIT:
@@ -240,12 +383,12 @@ cache_xact_callback(XactEvent event, void *arg)
                 foreach(lc, ops)
                     apply_one(lfirst(lc), k);
             }
-            ops = NIL;
+            ws_reset();
             break;
         case XACT_EVENT_ABORT:
         case XACT_EVENT_PARALLEL_ABORT:
         case XACT_EVENT_PREPARE:
-            ops = NIL;          /* memory goes with TopTransactionContext */
+            ws_reset();
             break;
         default:
             break;
@@ -278,7 +421,11 @@ cache_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
             CacheOp    *op = lfirst(lc);
 
             if (op->nest >= nest)
+            {
                 ops = foreach_delete_current(ops, lc);
+                ws_index = NULL;    /* positions moved: rebuilt on demand */
+                ws_flushes = NIL;
+            }
         }
     }
 }

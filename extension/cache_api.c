@@ -21,6 +21,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -557,7 +558,11 @@ svcbus_sql_cache_incr(PG_FUNCTION_ARGS)
     char        buf[32];
 
     key_arg(fcinfo, 0, &key);
-    delta = PG_ARGISNULL(1) ? 1 : PG_GETARG_INT64(1);
+    if (PG_ARGISNULL(1))
+        ereport(ERROR,
+                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                 errmsg("cache_incr delta must not be null")));
+    delta = PG_GETARG_INT64(1);
     expires_at = ttl_arg(fcinfo, 2);
     svcbus_cache_lock_key(&key);
     cache_read(&key, &r, false);
@@ -613,6 +618,67 @@ svcbus_sql_cache_flush(PG_FUNCTION_ARGS)
     }
     prefix.hash = 0;
     svcbus_cache_ws_add(SVCBUS_CACHE_OP_FLUSH, SVCBUS_CACHE_SET, &prefix, NULL, 0, 0, 0, 0,
+                        true, NULL, 0, 0);
+    PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(svcbus_sql_cache_invalidate);
+
+/* Entries a transaction's write set may hold before invalidations of a
+ * bound table's namespace become one flush of it. */
+#define INVALIDATIONS_BEFORE_FLUSH 10000
+
+/*
+ * cache_invalidate(key, namespace) -> void: what the triggers of
+ * cache_invalidate_on call for each row.  Like cache_delete but it never
+ * fails a DML statement: nothing to do when the cache is off or the key
+ * cannot be a cache key; a key already deleted by this transaction is not
+ * recorded again; past INVALIDATIONS_BEFORE_FLUSH write-set entries, keys
+ * of the namespace are covered by one flush of it (NULL: of the database).
+ */
+Datum
+svcbus_sql_cache_invalidate(PG_FUNCTION_ARGS)
+{
+    SvcbusCacheKey key;
+    text       *k;
+    int         len;
+    Oid         db = MyDatabaseId;
+
+    if (!svcbus_cache_available() || PG_ARGISNULL(0))
+        PG_RETURN_VOID();
+    k = PG_GETARG_TEXT_PP(0);
+    len = VARSIZE_ANY_EXHDR(k);
+    if (len == 0 || len > SVCBUS_CACHE_USER_KEY_MAX)
+        PG_RETURN_VOID();
+    key_from_text(k, &key);
+    if (svcbus_cache_ws_deleted(&key))
+        PG_RETURN_VOID();
+    if (svcbus_cache_ws_length() >= INVALIDATIONS_BEFORE_FLUSH)
+    {
+        SvcbusCacheKey prefix;
+
+        memcpy(prefix.data, &db, sizeof(Oid));
+        prefix.len = sizeof(Oid);
+        if (!PG_ARGISNULL(1))
+        {
+            text       *ns = PG_GETARG_TEXT_PP(1);
+            int         nlen = VARSIZE_ANY_EXHDR(ns);
+
+            if (nlen > 0 && nlen < SVCBUS_CACHE_USER_KEY_MAX &&
+                len > nlen && memcmp(VARDATA_ANY(k), VARDATA_ANY(ns), nlen) == 0 &&
+                VARDATA_ANY(k)[nlen] == ':')
+            {
+                memcpy(prefix.data + prefix.len, VARDATA_ANY(ns), nlen);
+                prefix.len += nlen;
+                prefix.data[prefix.len++] = ':';
+            }
+        }
+        prefix.hash = 0;
+        svcbus_cache_ws_add(SVCBUS_CACHE_OP_FLUSH, SVCBUS_CACHE_SET, &prefix, NULL, 0, 0, 0, 0,
+                            true, NULL, 0, 0);
+        PG_RETURN_VOID();
+    }
+    svcbus_cache_ws_add(SVCBUS_CACHE_OP_DELETE, SVCBUS_CACHE_SET, &key, NULL, 0, 0, 0, 0,
                         true, NULL, 0, 0);
     PG_RETURN_VOID();
 }
@@ -735,7 +801,8 @@ get_or_load_common(FunctionCallInfo fcinfo, ValueType vt)
         vlen = VARSIZE_ANY_EXHDR(v);
     }
 
-    if (!r.own && !IsolationUsesXactSnapshot() &&
+    /* Not on a standby either: replayed changes fire no invalidation. */
+    if (!r.own && !IsolationUsesXactSnapshot() && !RecoveryInProgress() &&
         vlen <= (uint32) svcbus_cache_max_value_kb * 1024)
     {
         if (TransactionIdIsValid(GetTopTransactionIdIfAny()))

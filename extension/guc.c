@@ -112,9 +112,9 @@ svcbus_guc_define(void)
                                 NULL, NULL, NULL);
         DefineCustomIntVariable("svcbus.cache_memory",
                                 "Shared memory for the svcbus cache's keys and values.",
-                                "0 turns the cache off; otherwise at least 4MB.",
+                                "0 turns the cache off; otherwise 4MB to 16GB.",
                                 &svcbus_cache_memory_mb,
-                                64, 0, 1024 * 1024,
+                                64, 0, 16 * 1024,
                                 PGC_POSTMASTER, GUC_UNIT_MB,
                                 check_cache_memory, NULL, NULL);
     }

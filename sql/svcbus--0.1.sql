@@ -603,7 +603,17 @@ COMMENT ON VIEW svcbus.cache_stats IS
   'The svcbus cache: items, bytes (payload, used by chunks, pages allocated, budget), per-item overhead, hits, misses, hit ratio, evictions, expirations, commit outcomes.';
 GRANT SELECT ON svcbus.cache_stats TO PUBLIC;
 
--- Table-bound invalidation.  SECURITY INVOKER on purpose: the caller
+-- What the invalidation triggers call per row: like cache_delete, but it
+-- never fails the DML (cache off, key that cannot be cached: nothing to do),
+-- records a key once per transaction, and past 10000 entries turns into one
+-- flush of the namespace.
+CREATE FUNCTION svcbus.cache_invalidate(key text, namespace text DEFAULT NULL)
+RETURNS void AS 'MODULE_PATHNAME', 'svcbus_sql_cache_invalidate'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cache_invalidate(text, text) IS
+  'Invalidate key at commit (used by cache_invalidate_on triggers; never raises).';
+
+-- Table-bound invalidation.  SECURITY INVOKER on purpose: the table's owner
 -- creates the trigger function (in the table's schema) and the triggers
 -- with their own rights, so key_expression runs with nobody else's.
 CREATE FUNCTION svcbus.cache_invalidate_on(tbl regclass, key_expression text,
@@ -613,17 +623,18 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    nsp  name;
-    rel  name;
-    fn   name := 'svcbus_cache_inv_' || tbl::oid;
-    kind "char";
-    tag  text;
+    nsp    name;
+    owner  oid;
+    fn     name := 'svcbus_cache_inv_' || tbl::oid;
+    kind   "char";
+    tag    text;
+    fowner oid;
 BEGIN
     IF tbl IS NULL OR key_expression IS NULL OR btrim(key_expression) = '' THEN
         RAISE EXCEPTION 'table and key expression must not be null or empty'
             USING ERRCODE = '22004';
     END IF;
-    SELECT n.nspname, c.relname, c.relkind INTO nsp, rel, kind
+    SELECT n.nspname, c.relkind, c.relowner INTO nsp, kind, owner
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE c.oid = tbl;
     IF kind NOT IN ('r', 'p') THEN
@@ -631,37 +642,52 @@ BEGIN
             USING ERRCODE = '42809',
                   HINT = 'Invalidation triggers can be installed on ordinary and partitioned tables.';
     END IF;
-    IF namespace IS NOT NULL AND (namespace = '' OR length(namespace::bytea) > 249) THEN
+    IF NOT pg_has_role(current_user, owner, 'USAGE') THEN
+        RAISE EXCEPTION 'must be owner of table %', tbl
+            USING ERRCODE = '42501',
+                  HINT = 'cache_invalidate_on creates triggers and a function as the table''s owner.';
+    END IF;
+    IF namespace IS NOT NULL AND (namespace = '' OR octet_length(namespace) > 249) THEN
         RAISE EXCEPTION 'invalid cache namespace "%"', namespace
             USING ERRCODE = '22023', DETAIL = 'A namespace has 1 to 249 bytes.';
     END IF;
-    IF NOT has_table_privilege(tbl, 'TRIGGER') THEN
-        RAISE EXCEPTION 'permission denied to create triggers on table %', tbl
-            USING ERRCODE = '42501',
-                  HINT = 'cache_invalidate_on needs the TRIGGER privilege on the table (and CREATE on its schema).';
+    SELECT p.proowner INTO fowner FROM pg_proc p
+     WHERE p.pronamespace = nsp::regnamespace AND p.proname = fn AND p.pronargs = 0;
+    IF FOUND AND fowner <> owner AND NOT pg_has_role(current_user, fowner, 'USAGE') THEN
+        RAISE EXCEPTION 'function %.%() exists and belongs to another role', nsp, fn
+            USING ERRCODE = '42501', HINT = 'Drop it, then bind the table again.';
     END IF;
-    -- Check the expression against the table's columns now (42703 etc.).
+    -- Check the expression against the table's columns now (42703 etc.),
+    -- under the search_path the trigger will use.
+    PERFORM set_config('search_path', format('pg_catalog, %I, pg_temp', nsp), true);
     EXECUTE format('SELECT (%s)::text FROM %s AS r WHERE false', key_expression, tbl);
+    PERFORM set_config('search_path', 'pg_catalog, pg_temp', true);
 
     -- The body is dollar-quoted with a tag the inputs cannot contain.
     tag := '$svcbus_' || md5(key_expression || coalesce(namespace, '')) || '$';
     EXECUTE format(
         'CREATE OR REPLACE FUNCTION %I.%I() RETURNS trigger LANGUAGE plpgsql '
-        'SET search_path = pg_catalog, %I AS ' || tag || ' '
-        'DECLARE k text; '
+        'SET search_path = pg_catalog, %I, pg_temp AS ' || tag || ' '
+        'DECLARE k_old text; k_new text; '
         'BEGIN '
-        '  IF TG_OP = ''TRUNCATE'' THEN PERFORM svcbus.cache_flush(%L); RETURN NULL; END IF; '
+        '  IF TG_OP = ''TRUNCATE'' THEN '
+        '    BEGIN PERFORM svcbus.cache_flush(%L); '
+        '    EXCEPTION WHEN object_not_in_prerequisite_state THEN NULL; END; '   -- cache off
+        '    RETURN NULL; '
+        '  END IF; '
         '  IF TG_OP IN (''UPDATE'', ''DELETE'') THEN '
-        '    SELECT (%s)::text INTO k FROM (SELECT OLD.*) AS r; '
-        '    IF k IS NOT NULL AND k <> '''' THEN PERFORM svcbus.cache_delete(k); END IF; '
+        '    SELECT (%s)::text INTO k_old FROM (SELECT OLD.*) AS r; '
+        '    PERFORM svcbus.cache_invalidate(k_old, %L); '
         '  END IF; '
         '  IF TG_OP IN (''INSERT'', ''UPDATE'') THEN '
-        '    SELECT (%s)::text INTO k FROM (SELECT NEW.*) AS r; '
-        '    IF k IS NOT NULL AND k <> '''' THEN PERFORM svcbus.cache_delete(k); END IF; '
+        '    SELECT (%s)::text INTO k_new FROM (SELECT NEW.*) AS r; '
+        '    IF TG_OP = ''INSERT'' OR k_new IS DISTINCT FROM k_old THEN '
+        '      PERFORM svcbus.cache_invalidate(k_new, %L); '
+        '    END IF; '
         '  END IF; '
         '  RETURN NULL; '
         'END ' || tag,
-        nsp, fn, nsp, namespace, key_expression, key_expression);
+        nsp, fn, nsp, namespace, key_expression, namespace, key_expression, namespace);
     EXECUTE format('COMMENT ON FUNCTION %I.%I() IS %L', nsp, fn,
                    'svcbus cache invalidation of ' || tbl::text || ': ' || key_expression ||
                    coalesce(' (TRUNCATE flushes namespace ' || namespace || ')', ' (TRUNCATE flushes the database''s keys)'));
@@ -687,21 +713,19 @@ LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    nsp name;
-    fn  name := 'svcbus_cache_inv_' || tbl::oid;
+    fn regprocedure;
 BEGIN
-    SELECT n.nspname INTO nsp FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE c.oid = tbl;
-    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'svcbus_cache_invalidate') THEN
+    SELECT tgfoid::regprocedure INTO fn FROM pg_trigger
+     WHERE tgrelid = tbl AND tgname = 'svcbus_cache_invalidate';
+    IF NOT FOUND THEN
         RETURN false;
     END IF;
     EXECUTE format('DROP TRIGGER svcbus_cache_invalidate ON %s', tbl);
     IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'svcbus_cache_invalidate_truncate') THEN
         EXECUTE format('DROP TRIGGER svcbus_cache_invalidate_truncate ON %s', tbl);
     END IF;
-    IF EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-                WHERE n.nspname = nsp AND p.proname = fn AND p.pronargs = 0) THEN
-        EXECUTE format('DROP FUNCTION %I.%I()', nsp, fn);
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgfoid = fn) THEN
+        EXECUTE format('DROP FUNCTION %s', fn);
     END IF;
     RETURN true;
 END

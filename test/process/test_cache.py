@@ -239,12 +239,15 @@ def test_contents_do_not_survive_a_crash_restart(cluster):
         c.execute("SELECT svcbus.cache_set('crash:k', 'before')")
     victim = cluster.connect()
     pid = one(victim, "SELECT pg_backend_pid()")
+    sweeper = one(victim, "SELECT pid FROM svcbus.workers WHERE name = 'cache'")
     os.kill(pid, signal.SIGKILL)
 
     def back():
+        # restarted: the cache worker runs again under a new PID
         try:
             with cluster.connect() as c:
-                return one(c, "SELECT 1") == 1
+                new = one(c, "SELECT pid FROM svcbus.workers WHERE name = 'cache' AND state = 'running'")
+                return new is not None and new != sweeper
         except psycopg.Error:
             return False
     wait_for(back, timeout=60, what="crash restart")
@@ -257,7 +260,8 @@ def test_contents_do_not_survive_a_crash_restart(cluster):
 
 def test_cache_can_be_turned_off():
     """svcbus.cache_memory = 0: no shared memory is reserved and every cache
-    function says so (55000); sizes between 0 and 4MB are refused."""
+    function says so (55000); sizes between 0 and 4MB are refused; DML on a
+    table bound for invalidation is not affected."""
     c = Cluster("cache-off", extra_conf={"svcbus.cache_memory": "0"})
     c.start()
     try:
@@ -270,5 +274,12 @@ def test_cache_can_be_turned_off():
             with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
                 conn.execute("ALTER SYSTEM SET svcbus.cache_memory = '2MB'")
             assert "at least 4MB" in str(e.value)
+            # a table bound for invalidation keeps working without a cache
+            conn.execute("CREATE TABLE off_bound (id int PRIMARY KEY)")
+            conn.execute("SELECT svcbus.cache_invalidate_on('off_bound', $$'o:' || id$$, 'o')")
+            conn.execute("INSERT INTO off_bound VALUES (1), (2)")
+            conn.execute("UPDATE off_bound SET id = 3 WHERE id = 1")
+            conn.execute("DELETE FROM off_bound WHERE id = 2")
+            conn.execute("TRUNCATE off_bound")
     finally:
         c.destroy()

@@ -98,6 +98,7 @@ SELECT svcbus.cache_set('max', '9223372036854775807');
 SELECT svcbus.cache_incr('max');
 \echo :LAST_ERROR_SQLSTATE
 SELECT svcbus.cache_incr('hits', NULL);
+\echo :LAST_ERROR_SQLSTATE
 SELECT svcbus.cache_incr('ttl-counter', 1, 0.2);
 SELECT pg_sleep(0.5);
 SELECT svcbus.cache_incr('ttl-counter') AS restarted_after_expiry;
@@ -251,6 +252,20 @@ SELECT svcbus.cache_get_or_load_text('user:7', 'cache_load_user');
 SELECT svcbus.cache_set('user:42', 'x'), svcbus.cache_set('other:1', 'y');
 TRUNCATE cache_users;
 SELECT svcbus.cache_mget_text(ARRAY['user:7', 'user:42', 'other:1']);
+-- A bulk UPDATE records each key once; past 10000 write-set entries the
+-- namespace is flushed instead (keys outside it stay).
+INSERT INTO cache_users SELECT g, 'bulk' FROM generate_series(1000, 31000) g;
+SELECT svcbus.cache_set('user:1000', 'stale'), svcbus.cache_set('user:30999', 'stale'),
+       svcbus.cache_set('other:2', 'kept');
+BEGIN;
+UPDATE cache_users SET name = 'bulk2' WHERE id >= 1000;
+SELECT svcbus.cache_mget_text(ARRAY['user:1000', 'user:30999', 'other:2']) AS writer_sees;
+COMMIT;
+SELECT svcbus.cache_mget_text(ARRAY['user:1000', 'user:30999', 'other:2']) AS after_commit;
+-- Keys the expression makes too long (or NULL) are skipped, never an error.
+SELECT svcbus.cache_invalidate_on('cache_users', $$CASE WHEN id = 2000 THEN repeat('x', 300) WHEN id = 2001 THEN NULL ELSE 'user:' || id END$$, 'user');
+UPDATE cache_users SET name = 'long key' WHERE id IN (2000, 2001);
+SELECT svcbus.cache_invalidate_on('cache_users', $$'user:' || id$$, 'user');
 -- Binding errors.
 SELECT svcbus.cache_invalidate_on('cache_users', 'no_such_column');
 \echo :LAST_ERROR_SQLSTATE

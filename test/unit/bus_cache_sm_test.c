@@ -243,6 +243,39 @@ partitions_share_pool(void **state)
     free(a);
 }
 
+/* Replacing a value with one of the same size class reuses its chunk: a
+ * full single-page cache can still update its only item. */
+static void
+replace_in_full_cache(void **state)
+{
+    SvcbusCache *c = new_cache(64 << 10, 64 << 10);     /* one page */
+    char       *big = malloc(40 << 10);
+    const char *v;
+    uint32_t    vl;
+
+    (void) state;
+    memset(big, 'a', 40 << 10);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, K("x"), big, 40 << 10, 0, 0, 0, NULL), SVCBUS_CACHE_OK);
+    memset(big, 'b', 40 << 10);
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, K("x"), big, 40 << 10, 0, 0, 0, NULL), SVCBUS_CACHE_OK);
+    assert_int_equal(svcbus_cache_get(c, K("x"), 0, &v, &vl, NULL), SVCBUS_CACHE_OK);
+    assert_int_equal(vl, 40 << 10);
+    assert_int_equal(v[0], 'b');
+    assert_int_equal(c->stats.evictions, 0);
+    assert_int_equal(c->stats.items, 1);
+    /* a value of another class needs the page: the old item is pinned, so
+     * nothing can be freed and the store is refused, the old value kept */
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, K("x"), big, 100, 0, 0, 0, NULL), SVCBUS_CACHE_FULL);
+    assert_int_equal(svcbus_cache_get(c, K("x"), 0, &v, &vl, NULL), SVCBUS_CACHE_OK);
+    assert_int_equal(vl, 40 << 10);
+    /* another key can take the page (the item is evicted) */
+    assert_int_equal(svcbus_cache_store(c, SVCBUS_CACHE_SET, K("y"), big, 100, 0, 0, 0, NULL), SVCBUS_CACHE_OK);
+    assert_int_equal(svcbus_cache_get(c, K("x"), 0, NULL, NULL, NULL), SVCBUS_CACHE_MISS);
+    assert_int_equal(c->stats.page_moves, 1);
+    free(big);
+    free(arena);
+}
+
 int
 main(void)
 {
@@ -255,6 +288,7 @@ main(void)
         cmocka_unit_test(limits_and_overhead),
         cmocka_unit_test(fill_respects_generation),
         cmocka_unit_test(partitions_share_pool),
+        cmocka_unit_test(replace_in_full_cache),
     };
 
     return cmocka_run_group_tests_name("bus_cache_sm", tests, NULL, NULL);
