@@ -77,11 +77,12 @@ cache_bytes(void)
     return (size_t) svcbus_cache_memory_mb * 1024 * 1024;
 }
 
-/* Partitions: one per 8 pages, a power of two, 1 to 16. */
+/* Partitions: one per 16 pages (so each can hold many size classes), a
+ * power of two, 1 to 16. */
 static uint32
 cache_nparts(void)
 {
-    uint32      n = pow2_floor(cache_bytes() / SVCBUS_CACHE_PAGE_SIZE / 8);
+    uint32      n = pow2_floor(cache_bytes() / SVCBUS_CACHE_PAGE_SIZE / 16);
 
     return Max(1, Min(16, n));
 }
