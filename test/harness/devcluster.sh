@@ -115,6 +115,14 @@ SQL
 SELECT svcbus.lock('demo-lock', ttl => 5, owner => 'make-run') AS fencing_token;
 SELECT name, mode, owner, state, token, expires_at FROM svcbus.locks;
 SQL
+    echo "== the cache: a write inside a rolled-back transaction leaves nothing; a committed one is read back:"
+    "${PSQL[@]}" -d svcbus <<'SQL'
+BEGIN; SELECT svcbus.cache_set('demo:greeting', 'rolled back'); ROLLBACK;
+SELECT svcbus.cache_get_text('demo:greeting') AS after_rollback;
+SELECT svcbus.cache_set('demo:greeting', jsonb_build_object('hello', 'cache'), 60);
+SELECT svcbus.cache_get_jsonb('demo:greeting') AS after_commit, svcbus.cache_incr('demo:visits') AS visits;
+SELECT items, hits, misses, round(hit_ratio::numeric, 2) AS hit_ratio, overhead_per_item FROM svcbus.cache_stats;
+SQL
     echo "== gateway health:"
     curl -s "http://127.0.0.1:$GPORT/health"; echo
     echo
