@@ -41,7 +41,17 @@ gateway_pid() {
     local pid
     [ -f "$DIR/gateway.pid" ] || return 1
     pid=$(cat "$DIR/gateway.pid")
-    [ -n "$pid" ] && [ -d "/proc/$pid" ] && [ "$(readlink "/proc/$pid/exe")" = "$(readlink -f "$GATEWAY_BIN")" ] && echo "$pid"
+    local exe
+    [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
+    exe=$(readlink "/proc/$pid/exe")
+    # a binary replaced by make install shows as "<path> (deleted)"
+    [ "${exe% (deleted)}" = "$(readlink -f "$GATEWAY_BIN")" ] && echo "$pid"
+}
+
+gateway_outdated() {
+    local pid
+    pid=$(gateway_pid) || return 1
+    [[ "$(readlink "/proc/$pid/exe")" == *" (deleted)" ]]
 }
 
 start() {
@@ -63,6 +73,12 @@ CONF
         echo "created cluster in $DATA (port $port)"
     fi
     PORT=$(sed -n 's/^port = //p' "$DATA/postgresql.conf" | tail -1)
+    # A server started before the library was rebuilt runs the old code: restart it.
+    local lib; lib="$(pg_config --pkglibdir)/svcbus.so"
+    if pg_running && [ "$lib" -nt "$DATA/postmaster.pid" ]; then
+        echo "svcbus.so is newer than the running server: restarting it"
+        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m fast -w -t 60 stop >/dev/null
+    fi
     if ! pg_running; then
         as_pg "$PGBIN/pg_ctl" -D "$DATA" -l "$DIR/postgres.log" -w -t 60 start >/dev/null
     fi
@@ -70,7 +86,18 @@ CONF
     if [ "$("${PSQL[@]}" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'svcbus'")" != 1 ]; then
         "${PSQL[@]}" -d postgres -c "CREATE DATABASE svcbus"
     fi
+    # 0.1 is unreleased: when its install script changed since this demo
+    # cluster created the extension, create it again (demo data is dropped).
+    local script sum
+    script="$(pg_config --sharedir)/extension/svcbus--0.1.sql"
+    sum=$(sha256sum "$script" | cut -d' ' -f1)
+    if [ "$(cat "$DIR/extension.sha256" 2>/dev/null)" != "$sum" ] &&
+       [ "$("${PSQL[@]}" -d svcbus -tAc "SELECT 1 FROM pg_extension WHERE extname = 'svcbus'")" = 1 ]; then
+        echo "the svcbus 0.1 install script changed: creating the extension again in this demo cluster"
+        "${PSQL[@]}" -d svcbus -c "SET client_min_messages = warning" -c "DROP EXTENSION IF EXISTS svcbus CASCADE"
+    fi
     "${PSQL[@]}" -d svcbus -c "CREATE EXTENSION IF NOT EXISTS svcbus"
+    echo "$sum" > "$DIR/extension.sha256"
 
     if [ ! -f "$DIR/gateway.conf" ]; then
         local gport; gport=$(free_port 8181)
@@ -84,6 +111,10 @@ CONF
         chmod 644 "$DIR/gateway.conf"
     fi
     GPORT=$(sed -n 's/^http_port = //p' "$DIR/gateway.conf")
+    if gateway_outdated; then
+        echo "svcbus-gateway was rebuilt: restarting it"
+        start-stop-daemon --stop --pidfile "$DIR/gateway.pid" --retry TERM/10/KILL/5 >/dev/null || true
+    fi
     if ! gateway_pid >/dev/null; then
         start-stop-daemon --start --background --make-pidfile --pidfile "$DIR/gateway.pid" \
             --chuid postgres --output "$DIR/gateway.log" \
