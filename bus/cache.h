@@ -13,12 +13,12 @@
 #include "bus/cache_sm.h"
 
 #define SVCBUS_CACHE_USER_KEY_MAX   250     /* bytes of a key as users see it */
-#define SVCBUS_CACHE_PAGE_SIZE      (1024 * 1024)
 #define SVCBUS_CACHE_LOCK_FIELD4    7       /* advisory locktag field4 of key locks */
 
 /* GUCs (extension/guc.c) */
 extern int  svcbus_cache_memory_mb;         /* 0: cache off */
 extern int  svcbus_cache_max_value_kb;
+extern bool svcbus_cache_persist;
 
 /* A key as stored: the database OID (4 bytes) then the user's key. */
 typedef struct SvcbusCacheKey
@@ -58,6 +58,8 @@ extern bool svcbus_cache_available(void);
 extern SvcbusCacheCounters *svcbus_cache_my_counters(void);
 extern void svcbus_cache_totals(SvcbusCacheTotals *out);
 extern int64 svcbus_cache_now(void);
+extern uint32 svcbus_cache_page_size(void);
+extern void svcbus_cache_dump_at_exit(int code);
 
 /*
  * Look key up in shared memory (shared partition lock).  On a hit returns

@@ -22,7 +22,14 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "access/twophase.h"
+#include "catalog/pg_control.h"
+#include "common/controldata_utils.h"
+#include "lib/stringinfo.h"
+#include "storage/fd.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
@@ -32,7 +39,7 @@
 #include "extension/svcbus.h"
 
 int         svcbus_cache_memory_mb = 64;
-int         svcbus_cache_max_value_kb = 512;
+int         svcbus_cache_max_value_kb = 255;
 
 #define CACHE_NGENS 1024
 
@@ -48,6 +55,8 @@ typedef struct CacheShared
 } CacheShared;
 
 static CacheShared *cache_shared = NULL;
+
+static void load_dump(void);
 static SvcbusCachePool *cache_pool = NULL;
 static SvcbusCacheCounters *cache_counters = NULL;
 
@@ -77,12 +86,24 @@ cache_bytes(void)
     return (size_t) svcbus_cache_memory_mb * 1024 * 1024;
 }
 
-/* Partitions: one per 16 pages (so each can hold many size classes), a
+/*
+ * Page size: the smallest power of two (at least 64kB) that holds the
+ * largest item, header + 254-byte key + svcbus.cache_max_value; 256kB for
+ * the default 255kB.  Small pages let every partition give pages to many
+ * size classes.
+ */
+uint32
+svcbus_cache_page_size(void)
+{
+    return Max(64 * 1024, pow2_ceil((uint64) (svcbus_cache_max_value_kb + 1) * 1024));
+}
+
+/* Partitions: one per 64 pages (so each can hold many size classes), a
  * power of two, 1 to 16. */
 static uint32
 cache_nparts(void)
 {
-    uint32      n = pow2_floor(cache_bytes() / SVCBUS_CACHE_PAGE_SIZE / 16);
+    uint32      n = pow2_floor(cache_bytes() / svcbus_cache_page_size() / 64);
 
     return Max(1, Min(16, n));
 }
@@ -109,7 +130,7 @@ svcbus_cache_shmem_size(void)
     if (svcbus_cache_memory_mb > 0)
         size = add_size(size, svcbus_cache_pool_size(cache_bytes(), cache_nparts(),
                                                      cache_nbuckets(), CACHE_NGENS,
-                                                     SVCBUS_CACHE_PAGE_SIZE) + 64);
+                                                     svcbus_cache_page_size()) + 64);
     return size;
 }
 
@@ -139,16 +160,23 @@ svcbus_cache_shmem_init(void)
         if (!found)
             cache_pool = svcbus_cache_pool_init(arena, cache_bytes(), cache_nparts(),
                                                 cache_nbuckets(), CACHE_NGENS,
-                                                SVCBUS_CACHE_PAGE_SIZE);
+                                                svcbus_cache_page_size());
         else
             cache_pool = (SvcbusCachePool *) arena;
     }
     if (!found)
     {
+        static bool load_tried = false;     /* postmaster-local: first start only */
+
         cache_shared->nparts = (int) cache_nparts();
         cache_shared->ncounters = cache_ncounters();
         cache_shared->locks = GetNamedLWLockTranche("svcbus cache");
         memset(cache_counters, 0, sizeof(SvcbusCacheCounters) * cache_ncounters());
+        if (!IsUnderPostmaster && !load_tried && cache_pool != NULL)
+        {
+            load_tried = true;
+            load_dump();
+        }
     }
 }
 
@@ -186,6 +214,12 @@ int64
 svcbus_cache_now(void)
 {
     return (int64) GetCurrentTimestamp();
+}
+
+static SvcbusCache *
+part_of_nolock(const SvcbusCacheKey *key)
+{
+    return svcbus_cache_part(cache_pool, svcbus_cache_part_of(cache_pool, key->hash));
 }
 
 static SvcbusCache *
@@ -365,4 +399,216 @@ svcbus_cache_totals(SvcbusCacheTotals *out)
         out->counters.conflicts += k->conflicts;
         out->counters.store_failures += k->store_failures;
     }
+}
+
+/* ---------------------------------------------------------------------
+ * Optional dump at clean shutdown and reload at start (svcbus.cache_persist)
+ *
+ * The postmaster writes the dump when it exits after a clean shutdown
+ * (pg_control says "shut down": every backend is gone and every commit's
+ * cache writes were applied), and loads it when it first creates shared
+ * memory, before any connection is accepted; then it deletes the file.
+ * The dump records the system identifier and the shutdown checkpoint; it
+ * is loaded only if pg_control still shows that checkpoint, so a dump never
+ * meets data that changed after it was written (a restored backup, WAL
+ * replayed, single-user mode).  Nothing is dumped after a crash or an
+ * immediate shutdown.
+ *
+ * Format: header {magic, version, system id, checkpoint LSN}, then per
+ * item {uint16 klen, uint32 vlen, int64 expires_at, key, value}, then an
+ * end record with klen 0.
+ * --------------------------------------------------------------------- */
+
+bool        svcbus_cache_persist = false;
+
+#define DUMP_FILE   "svcbus/cache.dump"
+#define DUMP_TMP    "svcbus/cache.dump.tmp"
+#define DUMP_MAGIC  0x53424331      /* "SBC1" */
+
+typedef struct DumpHeader
+{
+    uint32      magic;
+    uint32      version;
+    uint64      system_identifier;
+    uint64      checkpoint;
+} DumpHeader;
+
+static bool
+dump_item(void *arg, const char *key, uint16_t klen, const char *val, uint32_t vlen,
+          int64_t expires_at)
+{
+    StringInfo  buf = (StringInfo) arg;
+    uint16      kl = klen;
+    uint32      vl = vlen;
+    int64       ex = expires_at;
+
+    appendBinaryStringInfo(buf, (char *) &kl, sizeof(kl));
+    appendBinaryStringInfo(buf, (char *) &vl, sizeof(vl));
+    appendBinaryStringInfo(buf, (char *) &ex, sizeof(ex));
+    appendBinaryStringInfo(buf, key, klen);
+    appendBinaryStringInfo(buf, val, vlen);
+    return true;
+}
+
+static bool
+write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0)
+    {
+        ssize_t     w = write(fd, p, n);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return false;
+        p += w;
+        n -= w;
+    }
+    return true;
+}
+
+/*
+ * Postmaster, exiting (code 0): write the dump if persistence is on and the
+ * cluster was shut down cleanly.  No other process is left, so no locks.
+ * Problems are logged, never raised: the cache is only a cache.
+ */
+void
+svcbus_cache_dump_at_exit(int code)
+{
+    ControlFileData *cf;
+    bool        crc_ok;
+    DumpHeader  h;
+    int         fd;
+    int64       n = 0;
+    bool        ok = true;
+
+    if (!svcbus_cache_persist || cache_pool == NULL || code != 0)
+        return;
+    cf = get_controlfile(".", &crc_ok);
+    if (!crc_ok || cf->state != DB_SHUTDOWNED)
+        return;                 /* not a clean shutdown: nothing is dumped */
+    h.magic = DUMP_MAGIC;
+    h.version = 1;
+    h.system_identifier = cf->system_identifier;
+    h.checkpoint = cf->checkPoint;
+    fd = OpenTransientFile(DUMP_TMP, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+    if (fd < 0)
+    {
+        ereport(LOG, (errcode_for_file_access(),
+                      errmsg("could not create svcbus cache dump \"%s\": %m", DUMP_TMP)));
+        return;
+    }
+    ok = write_all(fd, (char *) &h, sizeof(h));
+    for (int i = 0; ok && i < cache_shared->nparts; i++)
+    {
+        StringInfoData buf;
+        SvcbusCache *c = svcbus_cache_part(cache_pool, i);
+
+        initStringInfo(&buf);
+        svcbus_cache_foreach(c, svcbus_cache_now(), dump_item, &buf);
+        n += c->stats.items;
+        ok = write_all(fd, buf.data, buf.len);
+        pfree(buf.data);
+    }
+    if (ok)
+    {
+        uint16      end = 0;
+
+        ok = write_all(fd, (char *) &end, sizeof(end)) && pg_fsync(fd) == 0;
+    }
+    CloseTransientFile(fd);
+    if (!ok || durable_rename(DUMP_TMP, DUMP_FILE, LOG) != 0)
+    {
+        ereport(LOG, (errcode_for_file_access(),
+                      errmsg("could not write svcbus cache dump \"%s\": %m", DUMP_FILE)));
+        unlink(DUMP_TMP);
+        return;
+    }
+    ereport(LOG, (errmsg("svcbus cache: dumped %lld items to \"%s\"", (long long) n, DUMP_FILE)));
+}
+
+/* Postmaster, first creation of shared memory: load and delete the dump. */
+static void
+load_dump(void)
+{
+    FILE       *f;
+    DumpHeader  h;
+    ControlFileData *cf;
+    bool        crc_ok;
+    int64       loaded = 0,
+                skipped = 0;
+    int64       now = svcbus_cache_now();
+    char       *kbuf = palloc(SVCBUS_CACHE_KEY_MAX);
+    char       *vbuf = palloc(svcbus_cache_page_size());
+    bool        valid = true;
+
+    f = AllocateFile(DUMP_FILE, PG_BINARY_R);
+    if (f == NULL)
+    {
+        if (errno != ENOENT)    /* no dump is the usual case */
+            ereport(LOG, (errcode_for_file_access(),
+                          errmsg("could not read svcbus cache dump \"%s\": %m", DUMP_FILE)));
+        pfree(kbuf);
+        pfree(vbuf);
+        return;
+    }
+    cf = get_controlfile(".", &crc_ok);
+    if (fread(&h, sizeof(h), 1, f) != 1 || h.magic != DUMP_MAGIC || h.version != 1 ||
+        !crc_ok || h.system_identifier != cf->system_identifier ||
+        h.checkpoint != cf->checkPoint || cf->state != DB_SHUTDOWNED)
+    {
+        ereport(LOG, (errmsg("svcbus cache: ignoring dump \"%s\" written before the last checkpoint or by another cluster",
+                             DUMP_FILE)));
+        valid = false;
+    }
+    while (valid)
+    {
+        uint16      klen;
+        uint32      vlen;
+        int64       ex;
+        SvcbusCacheKey key;
+
+        if (fread(&klen, sizeof(klen), 1, f) != 1)
+        {
+            valid = false;
+            break;
+        }
+        if (klen == 0)
+            break;              /* end record */
+        if (klen > SVCBUS_CACHE_KEY_MAX || fread(&vlen, sizeof(vlen), 1, f) != 1 ||
+            vlen > svcbus_cache_page_size() || fread(&ex, sizeof(ex), 1, f) != 1 ||
+            fread(kbuf, 1, klen, f) != klen || (vlen > 0 && fread(vbuf, 1, vlen, f) != vlen))
+        {
+            valid = false;
+            break;
+        }
+        if (ex != 0 && ex <= now)
+        {
+            skipped++;
+            continue;
+        }
+        memcpy(key.data, kbuf, klen);
+        key.len = klen;
+        key.hash = svcbus_cache_hash(key.data, key.len);
+        /* no other process yet: no lock needed */
+        if (svcbus_cache_store(part_of_nolock(&key), SVCBUS_CACHE_ADD, key.data, key.len,
+                               vbuf, vlen, ex, 0, now, NULL) == SVCBUS_CACHE_OK)
+            loaded++;
+        else
+            skipped++;
+    }
+    FreeFile(f);
+    if (unlink(DUMP_FILE) != 0 && errno != ENOENT)
+        ereport(LOG, (errcode_for_file_access(),
+                      errmsg("could not remove svcbus cache dump \"%s\": %m", DUMP_FILE)));
+    else
+        fsync_fname("svcbus", true);
+    if (valid)
+        ereport(LOG, (errmsg("svcbus cache: loaded %lld items from \"%s\" (%lld expired or not stored)",
+                             (long long) loaded, DUMP_FILE, (long long) skipped)));
+    else if (loaded > 0)
+        ereport(LOG, (errmsg("svcbus cache: dump \"%s\" is truncated; loaded %lld items",
+                             DUMP_FILE, (long long) loaded)));
+    pfree(kbuf);
+    pfree(vbuf);
 }

@@ -810,3 +810,27 @@ svcbus_cache_sweep(SvcbusCache *c, int64_t now, int npages)
     }
     return n;
 }
+
+void
+svcbus_cache_foreach(SvcbusCache *c, int64_t now,
+                     bool (*fn) (void *arg, const char *key, uint16_t klen,
+                                 const char *val, uint32_t vlen, int64_t expires_at),
+                     void *arg)
+{
+    SvcbusCachePool *pool = pool_of(c);
+
+    for (int cls = 0; cls < c->nclasses; cls++)
+    {
+        uint32_t    cs = c->classes[cls].chunk_size;
+
+        for (int32_t p = c->classes[cls].first_page; p >= 0; p = page_next(pool)[p])
+            for (uint32_t off = 0; off + cs <= pool->page_size; off += cs)
+            {
+                SvcbusCacheItem *it = (SvcbusCacheItem *) (page_addr(c, p) + off);
+
+                if (it->in_use == 1 && !expired(it, now) &&
+                    !fn(arg, item_key(it), it->klen, item_val(it), it->vlen, it->expires_at))
+                    return;
+            }
+    }
+}

@@ -165,6 +165,13 @@ int64_t     svcbus_cache_expire(SvcbusCache *c, int64_t now, int64_t max);
  * last call stopped; returns how many. */
 int64_t     svcbus_cache_sweep(SvcbusCache *c, int64_t now, int npages);
 
+/* Call fn for every live item of the partition (read-only, in page
+ * order); stops early when fn returns false. */
+void        svcbus_cache_foreach(SvcbusCache *c, int64_t now,
+                                 bool (*fn) (void *arg, const char *key, uint16_t klen,
+                                             const char *val, uint32_t vlen, int64_t expires_at),
+                                 void *arg);
+
 /* Parse a decimal int64 (optional '-', digits only); false if not one. */
 bool        svcbus_cache_parse_int64(const char *s, uint32_t len, int64_t *out);
 

@@ -120,7 +120,7 @@ check_value_size(Size len)
                  errmsg("cache value is too large"),
                  errdetail("The value is %zu bytes; the limit is %d bytes.",
                            len, svcbus_cache_max_value_kb * 1024),
-                 errhint("Raise svcbus.cache_max_value (at most 1023kB).")));
+                 errhint("Raise svcbus.cache_max_value (at most 1023kB; needs a restart).")));
 }
 
 /* The bytes of a value argument of type vt; checks NULL and size. */

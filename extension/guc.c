@@ -119,13 +119,25 @@ svcbus_guc_define(void)
                                 check_cache_memory, NULL, NULL);
     }
 
-    DefineCustomIntVariable("svcbus.cache_max_value",
-                            "Largest value the svcbus cache accepts.",
-                            NULL,
-                            &svcbus_cache_max_value_kb,
-                            512, 1, 1023,
-                            PGC_SUSET, GUC_UNIT_KB,
-                            NULL, NULL, NULL);
+    if (process_shared_preload_libraries_in_progress)
+        DefineCustomIntVariable("svcbus.cache_max_value",
+                                "Largest value the svcbus cache accepts.",
+                                "It also sets the cache's page size (the next power of two above it).",
+                                &svcbus_cache_max_value_kb,
+                                255, 1, 1023,
+                                PGC_POSTMASTER, GUC_UNIT_KB,
+                                NULL, NULL, NULL);
+
+    if (process_shared_preload_libraries_in_progress)
+        DefineCustomBoolVariable("svcbus.cache_persist",
+                                 "Dump the svcbus cache at a clean shutdown and load it at the next start.",
+                                 "The dump is loaded only if nothing changed the database since it was written.",
+                                 &svcbus_cache_persist,
+                                 false,
+                                 PGC_SIGHUP, 0,
+                                 NULL, NULL, NULL);
+
+
 
     DefineCustomIntVariable("svcbus.max_message_bytes",
                             "Largest message body or headers accepted by send.",

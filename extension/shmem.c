@@ -160,6 +160,7 @@ svcbus_shmem_carry_out(int code, Datum arg)
 {
     if (svcbus_shared == NULL)
         return;
+    svcbus_cache_dump_at_exit(code);
     memcpy(pm_carry, svcbus_shared->workers, sizeof(pm_carry));
     pm_have_carry = true;
     svcbus_shared = NULL;

@@ -6,6 +6,7 @@ and keeps serving, the sweeper reclaims expired items, contents do not
 survive a crash restart, and the cache can be turned off.
 """
 import os
+import shutil
 import signal
 import threading
 import time
@@ -281,5 +282,58 @@ def test_cache_can_be_turned_off():
             conn.execute("UPDATE off_bound SET id = 3 WHERE id = 1")
             conn.execute("DELETE FROM off_bound WHERE id = 2")
             conn.execute("TRUNCATE off_bound")
+    finally:
+        c.destroy()
+
+
+def test_persist_dumps_at_clean_shutdown_and_reloads_once():
+    """svcbus.cache_persist = on: a clean (fast) shutdown dumps the cache and
+    the next start loads it (expired items are dropped, the file is deleted).
+    An immediate shutdown dumps nothing, and a dump older than the last
+    checkpoint is ignored, so a reload never meets changed data."""
+    c = Cluster("cache-persist", extra_conf={"svcbus.cache_persist": "on"})
+    c.start()
+    dump = os.path.join(c.data, "svcbus", "cache.dump")
+    try:
+        with c.connect() as conn:
+            conn.execute("SELECT svcbus.cache_set('p:keep', 'kept'), svcbus.cache_set('p:ttl', 'v', 3600),"
+                         " svcbus.cache_set('p:short', 'v', 0.5), svcbus.cache_incr('p:n', 41)")
+            conn.execute("SELECT count(svcbus.cache_set('p:bulk:' || i, repeat('b', i % 3000)))"
+                         " FROM generate_series(1, 5000) i")
+        assert c.stop("fast") == 0
+        assert os.path.exists(dump)
+        time.sleep(0.6)                              # p:short expires while down
+        c.start()
+        assert not os.path.exists(dump)              # loaded once, then deleted
+        with c.connect() as conn:
+            assert one(conn, "SELECT svcbus.cache_mget_text(ARRAY['p:keep', 'p:ttl', 'p:short', 'p:n'])") \
+                == ["kept", "v", None, "41"]
+            assert one(conn, "SELECT svcbus.cache_get_text('p:bulk:4999')") == "b" * (4999 % 3000)
+            assert one(conn, "SELECT items FROM svcbus.cache_stats") == 5003
+        assert "svcbus cache: loaded 5003 items" in c.log_text()
+
+        # immediate shutdown: no dump, the cache starts empty
+        assert c.stop("immediate") == 0
+        assert not os.path.exists(dump)
+        c.start()
+        with c.connect() as conn:
+            assert one(conn, "SELECT svcbus.cache_get_text('p:keep')") is None
+            conn.execute("SELECT svcbus.cache_set('p:old', 'from an old dump')")
+
+        # a dump older than the last checkpoint is ignored
+        assert c.stop("fast") == 0
+        saved = dump + ".saved"
+        shutil.copy(dump, saved)
+        c.start()
+        with c.connect() as conn:
+            assert one(conn, "SELECT svcbus.cache_get_text('p:old')") == "from an old dump"
+            conn.execute("SELECT svcbus.cache_delete('p:old')")
+        assert c.stop("fast") == 0                   # a new checkpoint (and a new dump)
+        os.replace(saved, dump)                      # put the old dump back
+        shutil.chown(dump, "postgres", "postgres")
+        c.start()
+        with c.connect() as conn:
+            assert one(conn, "SELECT svcbus.cache_get_text('p:old')") is None
+        assert "ignoring dump" in c.log_text()
     finally:
         c.destroy()
