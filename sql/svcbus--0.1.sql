@@ -653,9 +653,10 @@ BEGIN
     END IF;
     SELECT p.proowner INTO fowner FROM pg_proc p
      WHERE p.pronamespace = nsp::regnamespace AND p.proname = fn AND p.pronargs = 0;
-    IF FOUND AND fowner <> owner AND NOT pg_has_role(current_user, fowner, 'USAGE') THEN
-        RAISE EXCEPTION 'function %.%() exists and belongs to another role', nsp, fn
-            USING ERRCODE = '42501', HINT = 'Drop it, then bind the table again.';
+    IF FOUND AND fowner <> owner THEN
+        RAISE EXCEPTION 'the trigger function name for table % is taken by a function of another role', tbl
+            USING ERRCODE = '42501',
+                  HINT = format('Its body would run for everyone who changes the table: drop %I.%I(), then bind the table again.', nsp, fn);
     END IF;
     -- Check the expression against the table's columns now (42703 etc.),
     -- under the search_path the trigger will use.

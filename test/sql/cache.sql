@@ -275,6 +275,17 @@ SELECT svcbus.cache_invalidate_on('svcbus.cache_stats', 'items');
 \echo :LAST_ERROR_SQLSTATE
 SELECT svcbus.cache_invalidate_on('cache_users', $$'u' || id$$, '');
 \echo :LAST_ERROR_SQLSTATE
+-- A trigger function planted under the generated name by another role is refused.
+CREATE TABLE cache_planted (id int);
+SELECT 'svcbus_cache_inv_' || 'cache_planted'::regclass::oid AS planted \gset
+CREATE FUNCTION public.:"planted"() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NULL; END $f$;
+ALTER FUNCTION public.:"planted"() OWNER TO cache_user;
+\set VERBOSITY terse
+SELECT svcbus.cache_invalidate_on('cache_planted', 'id::text');
+\echo :LAST_ERROR_SQLSTATE
+\set VERBOSITY default
+DROP FUNCTION public.:"planted"();
+DROP TABLE cache_planted;
 -- Unbinding.
 SELECT svcbus.cache_invalidate_off('cache_users'), svcbus.cache_invalidate_off('cache_users');
 SELECT count(*) FROM svcbus.cache_bindings;
