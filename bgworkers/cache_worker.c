@@ -1,15 +1,15 @@
 /*
  * bgworkers/cache_worker.c
- *      The cache sweeper: reclaims expired cache items a few pages per
- *      partition at a time (bus/cache_sm.c svcbus_cache_sweep), so memory
+ *      The cache sweeper: reclaims expired cache items a share of each
+ *      partition's pages at a time (bus/cache_sm.c svcbus_cache_sweep), so memory
  *      held by keys nobody reads again comes back without waiting for
  *      eviction.  Expired items are invisible to readers either way, and
  *      writers reclaim them lazily, so this worker being down only delays
  *      reclamation.
  *
  * It needs no database connection: its state is all in shared memory.
- * Each pass holds one partition lock at a time, for at most
- * SWEEP_PAGES pages (a few tens of microseconds).
+ * Each wake-up sweeps a tenth of every partition's pages, holding a
+ * partition lock for one page at a time (a few tens of microseconds).
  */
 #include "postgres.h"
 
@@ -24,7 +24,7 @@
 
 PGDLLEXPORT void svcbus_cache_worker_main(Datum main_arg);
 
-#define SWEEP_PAGES 4
+#define SWEEP_PASSES 10         /* a full pass every 10 naptimes */
 
 void
 svcbus_cache_worker_main(Datum main_arg)
@@ -42,7 +42,7 @@ svcbus_cache_worker_main(Datum main_arg)
     {
         if (svcbus_cache_memory_mb > 0)
         {
-            int64       n = svcbus_cache_shared_expire(SWEEP_PAGES);
+            int64       n = svcbus_cache_shared_expire(SWEEP_PASSES);
 
             if (n > 0)
             {

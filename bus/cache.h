@@ -78,7 +78,7 @@ extern SvcbusCacheRc svcbus_cache_shared_touch(const SvcbusCacheKey *key, int64 
 extern SvcbusCacheRc svcbus_cache_shared_incr(const SvcbusCacheKey *key, int64 delta,
                                               int64 create_expires_at, int64 *result);
 extern int64 svcbus_cache_shared_flush(const char *prefix, uint16 plen);
-extern int64 svcbus_cache_shared_expire(int64 pages_per_partition);
+extern int64 svcbus_cache_shared_expire(int passes);
 
 /* bus/cache_xact.c: the transaction's write set */
 typedef enum SvcbusCacheView

@@ -346,9 +346,14 @@ svcbus_cache_shared_flush(const char *prefix, uint16 plen)
     return n;
 }
 
-/* Reclaim expired items: the sweeper's step, npages pages per partition. */
+/*
+ * Reclaim expired items: the sweeper's step.  Each partition sweeps a
+ * 1/passes share of its pages (at least 4), holding its lock for one page
+ * at a time (a few tens of microseconds), so a full pass over the cache
+ * takes about `passes` calls whatever its size.
+ */
 int64
-svcbus_cache_shared_expire(int64 pages_per_partition)
+svcbus_cache_shared_expire(int passes)
 {
     int64       n = 0;
     int64       now = svcbus_cache_now();
@@ -358,10 +363,16 @@ svcbus_cache_shared_expire(int64 pages_per_partition)
     for (int i = 0; i < cache_shared->nparts; i++)
     {
         LWLock     *lock = &cache_shared->locks[i].lock;
+        SvcbusCache *c = svcbus_cache_part(cache_pool, i);
+        int64       pages = c->stats.bytes_budget / cache_pool->page_size;     /* racy read: a hint */
+        int64       todo = Max(4, (pages + passes - 1) / Max(passes, 1));
 
-        LWLockAcquire(lock, LW_EXCLUSIVE);
-        n += svcbus_cache_sweep(svcbus_cache_part(cache_pool, i), now, (int) pages_per_partition);
-        LWLockRelease(lock);
+        for (int64 k = 0; k < todo; k++)
+        {
+            LWLockAcquire(lock, LW_EXCLUSIVE);
+            n += svcbus_cache_sweep(c, now, 1);
+            LWLockRelease(lock);
+        }
     }
     return n;
 }
