@@ -38,6 +38,7 @@ typedef struct SvcbusCacheCounters
     uint64      fills_stale;        /* read-through fills refused by a generation */
     uint64      conflicts;          /* conditional writes whose condition failed at commit */
     uint64      store_failures;     /* writes that found no room (key left absent) */
+    uint64      pad;                /* to 64 bytes: one cache line per backend */
 } SvcbusCacheCounters;
 
 /* Totals for svcbus.cache_stats. */

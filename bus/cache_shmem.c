@@ -124,8 +124,10 @@ cache_ncounters(void)
 Size
 svcbus_cache_shmem_size(void)
 {
-    Size        size = MAXALIGN(sizeof(CacheShared)) +
+    Size        size = TYPEALIGN(64, sizeof(CacheShared)) + 64 +
         MAXALIGN(mul_size(sizeof(SvcbusCacheCounters), cache_ncounters()));
+
+    StaticAssertStmt(sizeof(SvcbusCacheCounters) == 64, "counters must fill one cache line");
 
     if (svcbus_cache_memory_mb > 0)
         size = add_size(size, svcbus_cache_pool_size(cache_bytes(), cache_nparts(),
@@ -150,7 +152,8 @@ svcbus_cache_shmem_init(void)
 
     base = ShmemInitStruct("svcbus cache", svcbus_cache_shmem_size(), &found);
     cache_shared = (CacheShared *) base;
-    cache_counters = (SvcbusCacheCounters *) (base + MAXALIGN(sizeof(CacheShared)));
+    /* one cache line per backend's counters: no false sharing between cores */
+    cache_counters = (SvcbusCacheCounters *) TYPEALIGN(64, base + sizeof(CacheShared));
     if (svcbus_cache_memory_mb > 0)
     {
         char       *arena = (char *) cache_counters +
