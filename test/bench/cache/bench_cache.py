@@ -28,51 +28,28 @@ broke (a client error, a wrong value read back, a miss, a hang, a crash),
 never because a target was missed.
 """
 
-import datetime
-import decimal
-import hashlib
-import json
 import os
-import platform
 import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.realpath(os.path.join(HERE, "..", "..", ".."))
-BENCH_BASE = os.environ.get("BENCH_BASE", "/tmp/svcbus-bench")
-os.environ["SVCBUS_TEST_BASE"] = BENCH_BASE      # read by the harness at import
-sys.path.insert(0, os.path.join(ROOT, "test", "harness"))
+sys.path.insert(0, os.path.dirname(HERE))        # test/bench: benchlib (which adds the harness)
 
 import psycopg                                    # noqa: E402
-import svcbus_harness as H                        # noqa: E402
+import benchlib as B                              # noqa: E402
+from benchlib import (H, THREADS, REPEAT, PGBENCH, REDIS_SERVER, Resp,  # noqa: E402
+                      env_num, env_list, env_flag, log, problem, warn, pgbench_cmd, cpu_busy,
+                      busy_note, jsonable, median_of)
 
-
-def env_num(name, default, conv=float):
-    v = os.environ.get(name)
-    return conv(v) if v not in (None, "") else default
-
-
-def env_list(name, default):
-    return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
-
-
-def env_flag(name, default):
-    return os.environ.get(name, default) not in ("", "0")
-
-
-# Shared with the other benchmarks: BENCH_SECS, BENCH_PGBENCH_THREADS,
-# BENCH_REPEAT, BENCH_KEEP, BENCH_BASE.  Cache-only settings are BENCH_CACHE_*.
+# Shared with the other benchmarks (read in benchlib): BENCH_PGBENCH_THREADS,
+# BENCH_REPEAT, BENCH_KEEP, BENCH_BASE; BENCH_SECS.  Cache-only settings are
+# BENCH_CACHE_*.
 SECS = max(1, env_num("BENCH_SECS", 10, int))               # per throughput run
-THREADS = max(1, env_num("BENCH_PGBENCH_THREADS", 2, int))  # pgbench -j (and the C client's)
-REPEAT = max(1, env_num("BENCH_REPEAT", 1, int))            # runs per peer (median kept)
-KEEP = env_flag("BENCH_KEEP", "")
 CLIENTS = max(1, env_num("BENCH_CACHE_CLIENTS", 8, int))
 SCALE_CLIENTS = [int(x) for x in env_list("BENCH_CACHE_SCALE_CLIENTS", "1,2")]
 KEYS = max(1, env_num("BENCH_CACHE_KEYS", 10000, int))
@@ -89,38 +66,14 @@ ALL_PEERS = ["svcbus", "select1", "unlogged", "redis", "memcached"]
 PEERS = env_list("BENCH_CACHE_PEERS", ",".join(ALL_PEERS))
 PHASES_ALL = ["get", "scale", "set", "loop"]
 PHASES = env_list("BENCH_CACHE_PHASES", ",".join(PHASES_ALL))
-BUSY_WARN = 0.3                      # cores busy before a run that earn a warning
 RESULTS_JSON = os.environ.get("BENCH_CACHE_RESULTS", os.path.join(HERE, "results.json"))
 
-PG_BIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
-                        check=True).stdout.strip()
-PGBENCH = os.path.join(PG_BIN, "pgbench")
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_BENCH = shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark"
 MEMCACHED = shutil.which("memcached") or "/usr/bin/memcached"
-CC = shutil.which("cc") or shutil.which("gcc")
 
 CLUSTER_NAME = "cache"
-LOG_DIR = os.path.join(BENCH_BASE, "cache-logs")
 PEER_TITLE = {"svcbus": "svcbus", "select1": "SELECT 1", "unlogged": "unlogged", "redis": "Redis",
               "memcached": "memcached"}
-
-broken = []          # reasons the benchmark itself broke
-warnings = []        # odd but not broken
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def problem(msg):
-    broken.append(msg)
-    log("  !! BENCHMARK PROBLEM: " + msg)
-
-
-def warn(msg):
-    warnings.append(msg)
-    log("  ! warning: " + msg)
 
 
 def key_of(i):
@@ -141,87 +94,15 @@ PAYLOAD_PER_ITEM = sum(len(key_of(i)) for i in range(1, KEYS + 1)) / float(KEYS)
 
 
 # ---------------------------------------------------------------------------
-# Minimal Redis (RESP) and memcached (text protocol) clients, for pre-fill,
-# read-back and stats (no python3-redis or pymemcache needed)
+# A minimal memcached (text protocol) client, for pre-fill, read-back and
+# stats (no pymemcache needed; the Redis one is benchlib.Resp)
 # ---------------------------------------------------------------------------
-
-class RedisError(Exception):
-    pass
-
-
-class Resp:
-    def __init__(self, port, timeout=60):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.f = self.sock.makefile("rb")
-
-    def close(self):
-        try:
-            self.f.close()
-            self.sock.close()
-        except OSError:
-            pass
-
-    @staticmethod
-    def _encode(args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        return b"".join(out)
-
-    def cmd(self, *args):
-        self.sock.sendall(self._encode(args))
-        return self._reply()
-
-    def _reply(self):
-        line = self.f.readline()
-        if not line:
-            raise RedisError("connection closed")
-        t, rest = line[:1], line[1:-2]
-        if t == b"+":
-            return rest.decode()
-        if t == b"-":
-            raise RedisError(rest.decode())
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self.f.read(n + 2)
-            return data[:-2].decode(errors="replace")
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._reply() for _ in range(n)]
-        raise RedisError("bad reply %r" % line)
-
-    def info(self, section):
-        out = {}
-        for line in self.cmd("INFO", section).splitlines():
-            if ":" in line and not line.startswith("#"):
-                k, v = line.split(":", 1)
-                out[k] = v.strip()
-        return out
-
 
 class MemcError(Exception):
     pass
 
 
-class Memc:
-    def __init__(self, port, timeout=60):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.f = self.sock.makefile("rb")
-
-    def close(self):
-        try:
-            self.f.close()
-            self.sock.close()
-        except OSError:
-            pass
-
+class Memc(B.SocketClient):
     def _line(self):
         line = self.f.readline()
         if not line:
@@ -334,78 +215,6 @@ PEER_NOTES = {
 }
 
 
-def pgbench_cmd(port, clients, script, secs):
-    return [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n",
-            "-M", "prepared", "-c", str(clients), "-j", str(min(THREADS, clients)),
-            "-T", str(int(secs)), "-f", script, "svcbus"]
-
-
-def parse_pgbench(out, err, rc):
-    r = {"rc": rc}
-    m = re.search(r"number of transactions actually processed: (\d+)", out)
-    r["xacts"] = int(m.group(1)) if m else None
-    m = re.search(r"number of failed transactions: (\d+)", out)
-    r["failed"] = int(m.group(1)) if m else None
-    m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
-    r["tps"] = float(m.group(1)) if m else None
-    m = re.search(r"latency average = ([\d.]+) ms", out)
-    r["latency_avg_ms"] = float(m.group(1)) if m else None
-    r["errors"] = [l for l in err.splitlines() if "error" in l.lower() or "abort" in l.lower()]
-    return r
-
-
-def cpu_busy(secs):
-    """Cores busy on this host over secs (from /proc/stat), before a run
-    starts: load that is not ours distorts the figures."""
-    def read():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v), v[3] + v[4]            # total, idle + iowait
-    try:
-        t0, i0 = read()
-        time.sleep(secs)
-        t1, i1 = read()
-        return (1.0 - (i1 - i0) / float(max(1, t1 - t0))) * (os.cpu_count() or 1)
-    except (OSError, ValueError, IndexError):
-        time.sleep(secs)
-        return None
-
-
-def busy_note(busy):
-    return ("  [machine busy before this run: %.1f of %d cores]" % (busy, os.cpu_count() or 1)
-            if busy is not None and busy > BUSY_WARN else "")
-
-
-def build_info():
-    """Which svcbus the cluster loaded (the library file as it was at start)
-    and the tree's commit: others may rebuild while this runs."""
-    lib = os.path.join(subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True,
-                                      check=True).stdout.strip(), "svcbus.so")
-    info = {"library": lib}
-    try:
-        st = os.stat(lib)
-        with open(lib, "rb") as f:
-            info["sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
-        info["mtime"] = datetime.datetime.fromtimestamp(st.st_mtime).isoformat(timespec="seconds")
-        info["bytes"] = st.st_size
-    except OSError as e:
-        info["error"] = str(e)
-    r = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
-    info["tree_commit"] = r.stdout.strip() if r.returncode == 0 else None
-    return info
-
-
-def jsonable(v):
-    if isinstance(v, decimal.Decimal):
-        return float(v)
-    return v
-
-
-def median_of(vals):
-    vals = sorted(vals)
-    return vals[(len(vals) - 1) // 2] if vals else None
-
-
 # ---------------------------------------------------------------------------
 # The bench
 # ---------------------------------------------------------------------------
@@ -423,17 +232,14 @@ class Bench:
         self.client_bin = None
         self.have = {}
         self.results = {"runs": {}, "checks": {}, "memory": {}, "loop": {}, "table": [], "targets": []}
-        self.workdir = os.path.join(LOG_DIR, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        self.workdir = B.workdir(CLUSTER_NAME)
         self.set_ops = {}        # peer -> set operations done (to check the read-back)
         self.seed = 0
 
     # -- environment -------------------------------------------------------
     def start(self):
         os.makedirs(self.workdir, exist_ok=True)
-        port = H.free_port()
-        while port == 5432:
-            port = H.free_port()
-        self.cluster = H.Cluster(CLUSTER_NAME, port=port,
+        self.cluster = H.Cluster(CLUSTER_NAME, port=B.free_port(5432),
                                  extra_conf={"svcbus.cache_memory": "'%dMB'" % MEMORY_MB})
         self.cluster.start()
         self.dsn = self.cluster.dsn()
@@ -468,37 +274,15 @@ class Bench:
             self.build_client()
 
     def start_redis(self):
-        rport = H.free_port()
-        while rport in (6379, self.cluster.port):
-            rport = H.free_port()
-        rdir = os.path.join(self.workdir, "redis")
-        os.makedirs(rdir, exist_ok=True)
-        self.redis_cmd = [REDIS_SERVER, "--port", str(rport), "--bind", "127.0.0.1",
-                          "--protected-mode", "yes", "--save", "", "--appendonly", "no",
-                          "--maxmemory", "%dmb" % MEMORY_MB, "--maxmemory-policy", "allkeys-lru",
-                          "--daemonize", "no", "--dir", rdir,
-                          "--logfile", os.path.join(rdir, "redis.log")]
-        self.redis = subprocess.Popen(self.redis_cmd, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.redis_port = rport
-
-        def up():
-            if self.redis.poll() is not None:
-                raise RuntimeError("redis-server exited (rc %s); see %s" % (self.redis.returncode, rdir))
-            r = Resp(rport, timeout=2)
-            try:
-                return r.cmd("PING") == "PONG"
-            finally:
-                r.close()
-        H.wait_for(up, timeout=10, what="redis-server")
-        r = Resp(rport)
+        self.redis, self.redis_cmd, self.redis_port = B.start_redis(
+            self.workdir, (self.cluster.port,),
+            ["--maxmemory", "%dmb" % MEMORY_MB, "--maxmemory-policy", "allkeys-lru"])
+        r = Resp(self.redis_port)
         self.redis_version = r.info("server").get("redis_version")
         r.close()
 
     def start_memcached(self):
-        mport = H.free_port()
-        while mport in (11211, self.cluster.port, self.redis_port):
-            mport = H.free_port()
+        mport = B.free_port(11211, self.cluster.port, self.redis_port)
         mdir = os.path.join(self.workdir, "memcached")
         os.makedirs(mdir, exist_ok=True)
         self.memcached_cmd = [MEMCACHED, "-l", "127.0.0.1", "-p", str(mport), "-U", "0",
@@ -521,50 +305,20 @@ class Bench:
         self.memcached_version = H.wait_for(up, timeout=10, what="memcached")
 
     def build_client(self):
-        src = os.path.join(HERE, "kv_cachebench.c")
         self.client_bin = os.path.join(self.workdir, "kv_cachebench")
-        if not CC:
-            raise RuntimeError("no C compiler (cc) to build %s: run `make deps`" % src)
-        r = subprocess.run([CC, "-O2", "-Wall", "-pthread", "-o", self.client_bin, src],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError("building %s failed: %s" % (src, r.stderr))
+        B.build_client(os.path.join(HERE, "kv_cachebench.c"), self.client_bin)
 
     def stop(self):
-        for proc, name in ((self.redis, "redis-server"), (self.memcached, "memcached")):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()          # by its PID (our child)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        B.stop_proc(self.redis)
+        B.stop_proc(self.memcached)
         if self.memcached is not None:
             self._mc_log.close()
-        try:
-            if self.admin is not None:
-                self.admin.close()
-        except Exception:
-            pass
-        if self.cluster is not None:
-            try:
-                self.cluster.stop("fast")
-            except Exception:
-                pass
-            try:
-                shutil.copy(self.cluster.logfile, os.path.join(self.workdir, "postgres.log"))
-            except OSError:
-                pass
-            if not KEEP:
-                shutil.rmtree(self.cluster.dir, ignore_errors=True)
+        B.stop_cluster(self.cluster, self.admin, self.workdir)
 
     def settings(self):
-        rows = self.admin.execute(
-            "SELECT name, setting, unit, source FROM pg_settings WHERE source NOT IN "
-            "('default', 'override') OR name IN ('synchronous_commit', 'fsync', 'shared_buffers', "
-            "'max_connections', 'max_worker_processes') OR name LIKE 'svcbus.cache%' "
-            "ORDER BY name").fetchall()
-        return {r[0]: (r[1] + (r[2] or "")) for r in rows}
+        return B.server_settings(self.admin, ("synchronous_commit", "fsync", "shared_buffers",
+                                              "max_connections", "max_worker_processes"),
+                                 " OR name LIKE 'svcbus.cache%'")
 
     def client_cmd(self, peer, op, clients, secs, seed=1):
         port = self.redis_port if peer == "redis" else self.memcached_port
@@ -817,44 +571,14 @@ class Bench:
             cmd = pgbench_cmd(self.cluster.port, clients, script, secs)
         before = self.counters(peer)
         busy = cpu_busy(0.5)
-        t0 = time.time()
-        with open(os.path.join(d, "out"), "w+") as outf, open(os.path.join(d, "err"), "w+") as errf:
-            p = subprocess.Popen(cmd, stdout=outf, stderr=errf, stdin=subprocess.DEVNULL)
-            try:
-                rc = p.wait(timeout=secs + 60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                rc = p.wait()
-                problem("%s: client hung (killed pid %d)" % (tag, p.pid))
-            outf.seek(0)
-            errf.seek(0)
-            out, err = outf.read(), errf.read()
-        wall = time.time() - t0
+        rc, out, err, wall = B.run_client(cmd, d, secs, tag)
         res = {"phase": phase, "op": op, "peer": peer, "clients": clients, "secs": secs,
                "wall_secs": round(wall, 2), "command": " ".join(shlex.quote(c) for c in cmd),
                "busy_cores_before": busy}
         if peer in ("redis", "memcached"):
-            m = re.search(r"ops=(\d+) errors=(\d+) elapsed=([\d.]+) per_client=([\d,]+) "
-                          r"first_error=(.*)", out)
-            if rc != 0 or not m or int(m.group(2)) or not int(m.group(1)):
-                problem("%s: client rc=%s output=%r stderr=%r (see %s)"
-                        % (tag, rc, out.strip()[:300], err.strip()[:300], d))
-            if m:
-                ops = int(m.group(1))
-                res.update({"ops": ops, "ops_per_s": ops / float(m.group(3)), "errors": int(m.group(2)),
-                            "per_client": [int(x) for x in m.group(4).split(",")]})
-                detail = "per client min %d max %d" % (min(res["per_client"]), max(res["per_client"]))
-            else:
-                res.update({"ops": None, "ops_per_s": None})
-                detail = "-"
+            detail = B.c_client_result(res, tag, d, rc, out, err, need_ops=True)
         else:
-            pg = parse_pgbench(out, err, rc)
-            res["pgbench"] = pg
-            if rc != 0 or pg["failed"] not in (0,) or not pg["xacts"] or pg["errors"] or pg["tps"] is None:
-                problem("%s: pgbench rc=%s failed=%s xacts=%s errors=%s (see %s)"
-                        % (tag, rc, pg["failed"], pg["xacts"], pg["errors"][:3], d))
-            res.update({"ops": pg["xacts"], "ops_per_s": pg["tps"]})
-            detail = "pgbench xacts %s, latency avg %s ms" % (pg["xacts"], pg["latency_avg_ms"])
+            detail = B.pgbench_result(res, tag, d, rc, out, err)
         after = self.counters(peer)
         if before is not None and after is not None:
             delta = {k: (after[k] - before[k]) if isinstance(after.get(k), (int, float))
@@ -891,14 +615,11 @@ class Bench:
                     problem("%s/c%d/%s raised %r" % (phase, clients, peer, e))
                     traceback.print_exc()
         for peer in peers:
-            rs = sorted((r for r in runs[peer] if r.get("ops_per_s") is not None),
-                        key=lambda r: r["ops_per_s"])
-            if not rs:
+            r, n = B.median_run(runs[peer])
+            if not r:
                 continue
-            r = dict(rs[(len(rs) - 1) // 2])
             if REPEAT > 1:
-                r["repeats"] = [{k: x.get(k) for k in ("ops_per_s", "busy_cores_before")} for x in runs[peer]]
-                log("  %-12s %s c=%-2d median of %d runs: %.0f ops/s" % (peer, op, clients, len(rs),
+                log("  %-12s %s c=%-2d median of %d runs: %.0f ops/s" % (peer, op, clients, n,
                                                                        r["ops_per_s"]))
             R[peer] = r
 
@@ -935,14 +656,7 @@ class Bench:
         except subprocess.TimeoutExpired:
             problem("redis-benchmark hung")
             return None
-        rps = {}
-        for line in r.stdout.splitlines():
-            cells = [c.strip('"') for c in line.split('","')]
-            if len(cells) > 1 and cells[0] in ("GET", "SET"):
-                try:
-                    rps[cells[0].lower()] = float(cells[1])
-                except ValueError:
-                    pass
+        rps = {k.lower(): v for k, v in B.redis_benchmark_rps(r.stdout).items() if k in ("GET", "SET")}
         if r.returncode != 0 or len(rps) != 2:
             problem("redis-benchmark: rc=%s out=%r err=%r" % (r.returncode, r.stdout[-300:], r.stderr[-300:]))
         c = Resp(self.redis_port)
@@ -1066,13 +780,6 @@ def report(results):
     M = results["memory"]
     L = results["loop"]
 
-    def ratio(a, b):
-        if a is None or b is None:
-            return None
-        if b == 0:
-            return None if a != 0 else 1.0
-        return a / b
-
     def ops(phase, c, peer):
         return R.get(phase, {}).get(str(c), {}).get(peer, {}).get("ops_per_s")
 
@@ -1112,23 +819,10 @@ def report(results):
         rows.append(("memory per item", "bytes beyond key+value, all in", "%.1f",
                      {p: M.get(p, {}).get("overhead_per_item_with_slack") for p in cols}))
 
-    header = "%-20s %-31s %9s %9s %9s %9s %9s %9s %9s %9s %9s" % (
-        "scenario", "metric", "svcbus", "SELECT 1", "unlogged", "redis", "memcached",
-        "sv/SEL1", "sv/unlog", "sv/redis", "sv/memc")
-    lines = [header, "-" * len(header)]
-    table = []
     rows = [r for r in rows if any(v is not None for v in r[3].values())]
-    for scen, label, fmt, vals in rows:
-        f = lambda v: (fmt % v) if v is not None else "-"
-        rs = [ratio(vals.get("svcbus"), vals.get(p)) for p in cols[1:]]
-        fr = lambda r: "%.2fx" % r if r is not None else "-"
-        lines.append("%-20s %-31s %9s %9s %9s %9s %9s %9s %9s %9s %9s" % (
-            (scen, label) + tuple(f(vals.get(p)) for p in cols) + tuple(fr(r) for r in rs)))
-        t = {"scenario": scen, "metric": label}
-        t.update({p: vals.get(p) for p in cols})
-        t.update({"ratio_vs_" + p: r for p, r in zip(cols[1:], rs)})
-        table.append(t)
-    results["table"] = table
+    lines, results["table"] = B.format_table(
+        rows, cols, ("svcbus", "SELECT 1", "unlogged", "redis", "memcached",
+                     "sv/SEL1", "sv/unlog", "sv/redis", "sv/memc"), (20, 31, 9))
     lines.append("")
     lines.append("ratios are svcbus/peer: above 1 is better for rates, below 1 is better for ns and bytes.")
     lines.append("rates: pgbench -M prepared tps / the C client's operations over %ds, without connection "
@@ -1167,28 +861,14 @@ def report(results):
                      "(table + index) / items - payload; Redis = used_memory delta / items - payload; "
                      "memcached header = stats bytes / items - payload, all in = used chunks x chunk size "
                      "/ items - payload." % PAYLOAD_PER_ITEM)
-    busy = []
-    for phase, byc in R.items():
-        if not isinstance(byc, dict) or phase == "redis_benchmark":
-            continue
-        for c, byp in byc.items():
-            for peer, r in byp.items():
-                for x in r.get("repeats") or [r]:
-                    b = x.get("busy_cores_before")
-                    if b is not None and b > BUSY_WARN:
-                        busy.append("%s c=%s %s (%.1f cores)" % (phase, c, peer, b))
-    results["busy_runs"] = busy
-    if busy:
-        lines.append("")
-        lines.append("WARNING: other load kept the machine busy right before %d run(s); their figures may "
-                     "be low: %s" % (len(busy), ", ".join(busy)))
+    B.note_busy_runs(results, lines, (
+        (phase, c, peer, r) for phase, byc in R.items()
+        if isinstance(byc, dict) and phase != "redis_benchmark"
+        for c, byp in byc.items() for peer, r in byp.items()))
     log("\n" + "\n".join(lines))
 
-    targets = []
-
-    def target(name, measured, ok):
-        state = "n/a (not measured)" if ok is None else ("met" if ok else "NOT MET")
-        targets.append({"target": name, "measured": measured, "status": state})
+    targets = B.Targets()
+    target = targets.add
 
     sv, s1, ul = ops("get", CLIENTS, "svcbus"), ops("get", CLIENTS, "select1"), ops("get", CLIENTS, "unlogged")
     name = "cache_get >= 90%% of SELECT 1 tps (%d clients)" % CLIENTS
@@ -1223,54 +903,25 @@ def report(results):
                            _f(M.get("unlogged", {}).get("overhead_per_item_with_slack"), "%.1f")),
             "status": "reported"})
     results["targets"] = targets
-    log("\nTargets (from the issue; measured vs target, never asserted):")
-    for t in targets:
-        log("  [%s] %s: %s" % (t["status"], t["target"], t["measured"]))
+    targets.log()
 
 
 def main():
-    cmd = " ".join(shlex.quote(a) for a in [os.path.relpath(os.path.join(HERE, "run.sh"), ROOT)] + sys.argv[1:])
-    envs = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in sorted(os.environ.items())
-                    if k.startswith("BENCH_"))
-    log("svcbus cache benchmark")
-    log("command: %s%s  (cwd %s)" % (envs + " " if envs else "", cmd, ROOT))
-    log("started: %s  host: %s, %d CPUs, %s" % (
-        datetime.datetime.now().isoformat(timespec="seconds"), platform.node(), os.cpu_count(),
-        platform.platform()))
-    for p in PEERS:
-        if p not in ALL_PEERS:
-            raise SystemExit("unknown peer %r (known: %s)" % (p, ", ".join(ALL_PEERS)))
-    for p in PHASES:
-        if p not in PHASES_ALL:
-            raise SystemExit("unknown phase %r (known: %s)" % (p, ", ".join(PHASES_ALL)))
-    if not os.path.exists(PGBENCH):
-        raise SystemExit("missing %s: run `make bench-deps` (Debian postgresql-15)" % PGBENCH)
-    if "redis" in PEERS and not os.path.exists(REDIS_SERVER):
-        raise SystemExit("missing redis-server: run `make bench-deps` (Debian redis-server)")
-    if "memcached" in PEERS and not os.path.exists(MEMCACHED):
-        raise SystemExit("missing memcached: run `make bench-deps` (Debian memcached)")
+    cmd = B.log_header("svcbus cache benchmark", HERE)
+    B.check_known("peer", PEERS, ALL_PEERS)
+    B.check_known("phase", PHASES, PHASES_ALL)
+    B.require(PGBENCH, PGBENCH, "postgresql-15")
+    if "redis" in PEERS:
+        B.require(REDIS_SERVER, "redis-server", "redis-server")
+    if "memcached" in PEERS:
+        B.require(MEMCACHED, "memcached", "memcached")
 
     bench = Bench()
-    rc = 0
 
-    def on_signal(sig, frame):
-        raise KeyboardInterrupt()
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        build = build_info()
-        bench.start()
-        settings = bench.settings()
-        ver = bench.admin.execute("SELECT version(), svcbus.version()").fetchone()
-        log("server: %s; svcbus %s" % ver)
-        log("svcbus library: %s (%s bytes, modified %s, sha256 %s...); tree at %s"
-            % (build["library"], build.get("bytes"), build.get("mtime"), build.get("sha256"),
-               build["tree_commit"]))
+    def body():
+        build, settings, ver = B.start_bench(bench)
         log("svcbus cache API: %s" % ("; ".join(bench.cache_api) or "none installed"))
-        log("cluster: %s (127.0.0.1:%d), logs and scripts: %s"
-            % (bench.cluster.data, bench.cluster.port, bench.workdir))
-        log("server settings (PostgreSQL defaults except these; plus key ones):")
-        for k, v in settings.items():
-            log("  %s = %s" % (k, v))
+        B.log_cluster(bench, settings)
         if bench.redis is not None:
             log("redis: %s (Debian redis-server %s)" % (" ".join(shlex.quote(c) for c in bench.redis_cmd),
                                                         bench.redis_version))
@@ -1290,10 +941,8 @@ def main():
         for (op, p), s in sorted(PG_SCRIPTS.items()):
             if p in PEERS or (p == "svcbus_bytea" and bench.bytea):
                 log("  %s/%s: %s" % (op, p, s.strip().replace("\n", "  |  ")))
+        bench.results.update(B.run_info(cmd))
         bench.results.update({
-            "command": cmd, "env": {k: v for k, v in os.environ.items() if k.startswith("BENCH_")},
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "host": {"node": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform()},
             "server": {"version": ver[0], "svcbus": ver[1], "settings": settings, "build": build,
                        "cache_api": bench.cache_api},
             "redis": ({"command": bench.redis_cmd, "version": bench.redis_version}
@@ -1312,50 +961,10 @@ def main():
             "peers": {p: PEER_NOTES[p] for p in PEERS},
             "logs": bench.workdir,
         })
-        t0 = time.time()
-        bench.run()
-        bench.results["elapsed_s"] = round(time.time() - t0, 1)
-        for proc, name in ((bench.redis, "redis-server"), (bench.memcached, "memcached")):
-            if proc is not None and proc.poll() is not None:
-                problem("%s exited during the run (rc %s)" % (name, proc.returncode))
-        log_text = bench.cluster.log_text()
-        crashes = [l for l in log_text.splitlines()
-                   if "terminated by signal" in l or "PANIC" in l or "was terminated" in l]
-        if crashes:
-            problem("server log shows crashes: %s" % crashes[:3])
-        errs = [l for l in log_text.splitlines() if "ERROR" in l or "WARNING" in l]
-        bench.results["server_log_errors"] = errs[:50]
-        if errs:
-            log("\nserver log has %d ERROR/WARNING lines, first ones:" % len(errs))
-            for l in errs[:10]:
-                log("  " + l)
-        report(bench.results)
-        log("\nelapsed %.0fs" % bench.results["elapsed_s"])
-    except KeyboardInterrupt:
-        problem("interrupted")
-    except Exception as e:
-        traceback.print_exc()
-        problem("benchmark raised %r" % e)
-    finally:
-        bench.stop()
-        bench.results["problems"] = broken
-        bench.results["warnings"] = warnings
-        try:
-            with open(RESULTS_JSON, "w") as f:
-                json.dump(bench.results, f, indent=1, default=str)
-            log("results: %s" % RESULTS_JSON)
-        except OSError as e:
-            log("could not write %s: %s" % (RESULTS_JSON, e))
-    if warnings:
-        log("\nwarnings (%d):" % len(warnings))
-        for w in warnings:
-            log("  - " + w)
-    if broken:
-        log("\nBENCHMARK BROKE (%d problems):" % len(broken))
-        for b in broken:
-            log("  - " + b)
-        rc = 1
-    return rc
+        B.run_and_report(bench, report, ((bench.redis, "redis-server"), (bench.memcached, "memcached")),
+                         ("ERROR", "WARNING"))
+
+    return B.run_guarded(bench, body, RESULTS_JSON, save_warnings=True)
 
 
 if __name__ == "__main__":

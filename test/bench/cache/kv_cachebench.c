@@ -1,8 +1,9 @@
 /*
  * kv_cachebench: a minimal GET/SET load client for Redis (RESP) and
  * memcached (text protocol), the counterpart of pgbench in the svcbus cache
- * benchmark (compiled by bench_cache.py with cc; needs nothing but libc and
- * pthreads).
+ * benchmark (compiled by bench_cache.py with cc; needs nothing but libc,
+ * pthreads and ../kvclient.h, which it shares with the lock benchmark's
+ * client).
  *
  *   kv_cachebench redis|memcached HOST PORT CLIENTS THREADS SECS get|set KEYS VALUE_BYTES [SEED]
  *
@@ -26,19 +27,8 @@
  *   ops=<n> errors=<n> elapsed=<s> per_client=<n>,<n>,... first_error=<text>
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #define MAX_CLIENTS 1024
 
@@ -54,30 +44,13 @@ typedef struct Conn
     size_t      len;
 } Conn;
 
-typedef struct Thread
-{
-    pthread_t   th;
-    Conn      **conns;
-    int         n;
-    long long   errors;
-    char        first_error[200];
-} Thread;
+#include "../kvclient.h"
 
 static int  is_redis;
 static int  is_set;
 static long nkeys;
 static size_t vbytes;
 static size_t bufsize;
-static double t_end;
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* xorshift64*: fast, good enough for picking keys */
 static uint64_t
@@ -103,23 +76,6 @@ make_value(char *out, char prefix, long id, char pad)
         n = (int) vbytes;
     memcpy(out, head, n);
     memset(out + n, pad, vbytes - n);
-}
-
-static int
-send_all(int fd, const char *p, size_t n)
-{
-    while (n > 0)
-    {
-        ssize_t     w = send(fd, p, n, MSG_NOSIGNAL);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t) w;
-    }
-    return 0;
 }
 
 static int
@@ -247,15 +203,6 @@ check_reply(Conn *c, char *scratch, char *err, size_t errlen)
     }
 }
 
-static void
-fail(Thread *t, Conn *c, const char *what)
-{
-    t->errors++;
-    if (t->first_error[0] == '\0')
-        snprintf(t->first_error, sizeof t->first_error, "client %d: %s", c->id, what);
-    c->dead = 1;
-}
-
 static void *
 run_thread(void *arg)
 {
@@ -275,18 +222,9 @@ run_thread(void *arg)
     }
     while (active > 0)
     {
-        int         m = 0;
+        int         m = poll_live(t, pf, idx);
 
-        if (now_s() > t_end + 10)
-            break;              /* replies overdue: give up */
-        for (int i = 0; i < t->n; i++)
-            if (!t->conns[i]->dead)
-            {
-                pf[m].fd = t->conns[i]->fd;
-                pf[m].events = POLLIN;
-                idx[m++] = i;
-            }
-        if (poll(pf, m, 100) < 0 && errno != EINTR)
+        if (m < 0)
             break;
         for (int k = 0; k < m; k++)
         {
@@ -344,9 +282,6 @@ main(int argc, char **argv)
     double      secs;
     unsigned long seed = 1;
     Conn       *conns;
-    Thread     *ths;
-    long long   ops = 0, errors = 0;
-    const char *first_error = "";
 
     if (argc < 10)
     {
@@ -373,52 +308,13 @@ main(int argc, char **argv)
         return 2;
     }
     bufsize = vbytes + 256;
-    if (threads > clients)
-        threads = clients;
     conns = calloc(clients, sizeof *conns);
     for (int i = 0; i < clients; i++)
     {
-        struct sockaddr_in sa = {0};
-        int         one = 1;
-
-        conns[i].id = i;
         conns[i].rng = (seed * 1000003ULL + (uint64_t) i * 0x9E3779B97F4A7C15ULL) | 1;
         conns[i].buf = malloc(bufsize);
-        conns[i].fd = socket(AF_INET, SOCK_STREAM, 0);
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons(port);
-        inet_pton(AF_INET, host, &sa.sin_addr);
-        if (connect(conns[i].fd, (struct sockaddr *) &sa, sizeof sa) < 0)
-        {
-            perror("connect");
-            return 2;
-        }
-        setsockopt(conns[i].fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
-    ths = calloc(threads, sizeof *ths);
-    for (int t = 0; t < threads; t++)
-    {
-        /* clients t, t+threads, ... like pgbench's assignment of clients */
-        ths[t].conns = calloc(clients, sizeof(Conn *));
-        for (int i = t; i < clients; i += threads)
-            ths[t].conns[ths[t].n++] = &conns[i];
-    }
-    t_end = now_s() + secs;
-    for (int t = 0; t < threads; t++)
-        pthread_create(&ths[t].th, NULL, run_thread, &ths[t]);
-    for (int t = 0; t < threads; t++)
-        pthread_join(ths[t].th, NULL);
-    for (int i = 0; i < clients; i++)
-        ops += conns[i].ops;
-    for (int t = 0; t < threads; t++)
-    {
-        errors += ths[t].errors;
-        if (ths[t].first_error[0] && !first_error[0])
-            first_error = ths[t].first_error;
-    }
-    printf("ops=%lld errors=%lld elapsed=%.3f per_client=", ops, errors, secs);
-    for (int i = 0; i < clients; i++)
-        printf("%s%lld", i ? "," : "", conns[i].ops);
-    printf(" first_error=%s\n", first_error[0] ? first_error : "-");
-    return errors ? 1 : 0;
+    if (connect_all(conns, clients, host, port) < 0)
+        return 2;
+    return run_clients(conns, clients, threads, secs, run_thread);
 }

@@ -24,16 +24,9 @@ twice, a hang, a crash), never because a target was missed.
 """
 
 import bisect
-import datetime
-import hashlib
-import json
 import os
-import platform
-import re
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -41,57 +34,38 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.realpath(os.path.join(HERE, "..", "..", ".."))
-BENCH_BASE = os.environ.get("BENCH_BASE", "/tmp/svcbus-bench")
-os.environ["SVCBUS_TEST_BASE"] = BENCH_BASE      # read by the harness at import
-sys.path.insert(0, os.path.join(ROOT, "test", "harness"))
+sys.path.insert(0, os.path.dirname(HERE))        # test/bench: benchlib (which adds the harness)
 
 import psycopg                                    # noqa: E402
-import svcbus_harness as H                        # noqa: E402
+import benchlib as B                              # noqa: E402
+from benchlib import (H, THREADS, REPEAT, PGBENCH, REDIS_SERVER, Resp,  # noqa: E402
+                      env_num, env_list, env_flag, log, problem, pgbench_cmd, cpu_busy,
+                      busy_note, percentile)
 
-
-def env_num(name, default, conv=float):
-    v = os.environ.get(name)
-    return conv(v) if v not in (None, "") else default
-
-
-def env_list(name, default):
-    return [x.strip() for x in os.environ.get(name, default).split(",") if x.strip()]
-
-
-# Shared with the other benchmarks: BENCH_SECS, BENCH_PGBENCH_THREADS,
-# BENCH_KEEP, BENCH_BASE.  Lock-only settings are BENCH_LOCKS_*.
+# Shared with the other benchmarks (read in benchlib): BENCH_PGBENCH_THREADS,
+# BENCH_REPEAT, BENCH_KEEP, BENCH_BASE; BENCH_SECS.  Lock-only settings are
+# BENCH_LOCKS_*.
 SECS = max(1, env_num("BENCH_SECS", 10, int))               # per throughput run
-THREADS = max(1, env_num("BENCH_PGBENCH_THREADS", 2, int))  # pgbench -j (and the Redis client's)
-KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
 WARMUP = env_num("BENCH_LOCKS_WARMUP", 3, int)              # untimed run per peer first (0: none)
 CLIENTS = [int(x) for x in env_list("BENCH_LOCKS_CLIENTS", "1,4,8")]
 ALL_FORMS = ["1rt", "2rt"]
 FORMS = env_list("BENCH_LOCKS_FORMS", ",".join(ALL_FORMS))
 ALL_PEERS = ["svcbus", "advisory", "redis"]
 PEERS = env_list("BENCH_LOCKS_PEERS", ",".join(ALL_PEERS))
-HANDOFF = os.environ.get("BENCH_LOCKS_HANDOFF", "1") not in ("", "0")
-LEASE = os.environ.get("BENCH_LOCKS_LEASE", "1") not in ("", "0")   # svcbus 1rt again, one lease held
+HANDOFF = env_flag("BENCH_LOCKS_HANDOFF", "1")
+LEASE = env_flag("BENCH_LOCKS_LEASE", "1")          # svcbus 1rt again, one lease held
 HANDOFF_SECS = env_num("BENCH_LOCKS_HANDOFF_SECS", 10.0)
 HANDOFF_CLIENTS = env_num("BENCH_LOCKS_HANDOFF_CLIENTS", 8, int)
 HOLD_MS = env_num("BENCH_LOCKS_HOLD_MS", 1.0)
 WAIT_S = 30                                                 # lock wait in the hand-off phase
 REDIS_RETRY_MS = env_num("BENCH_LOCKS_REDIS_RETRY_MS", 1.0)
 REDIS_BENCHMARK_SECS = env_num("BENCH_LOCKS_REDIS_BENCHMARK_SECS", 3.0)  # cross-check; 0: off
-REPEAT = max(1, env_num("BENCH_REPEAT", 1, int))  # throughput runs per peer (median kept)
-BUSY_WARN = 0.3                                  # cores busy before a run that earn a warning
 MAX_LOCKS = os.environ.get("BENCH_LOCKS_MAX_LOCKS", "")       # svcbus.max_locks; "": server default
 RESULTS_JSON = os.environ.get("BENCH_LOCKS_RESULTS", os.path.join(HERE, "results.json"))
 
-PG_BIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
-                        check=True).stdout.strip()
-PGBENCH = os.path.join(PG_BIN, "pgbench")
-REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 REDIS_BENCHMARK = shutil.which("redis-benchmark") or "/usr/bin/redis-benchmark"
-CC = shutil.which("cc") or shutil.which("gcc")
 
 CLUSTER_NAME = "locks"
-LOG_DIR = os.path.join(BENCH_BASE, "locks-logs")
 
 # Redis scripts.  Compare-and-delete is the standard safe release of a
 # SET NX PX lock; ONE does acquire and release in one script (one round trip).
@@ -100,69 +74,6 @@ REDIS_CAD = ("if redis.call('GET', KEYS[1]) == ARGV[1] then "
 REDIS_ONE = ("if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', 30000) then "
              "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end "
              "end return 0")
-
-broken = []          # reasons the benchmark itself broke
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def problem(msg):
-    broken.append(msg)
-    log("  !! BENCHMARK PROBLEM: " + msg)
-
-
-# ---------------------------------------------------------------------------
-# A minimal Redis client (RESP over a socket; no python3-redis needed)
-# ---------------------------------------------------------------------------
-
-class RedisError(Exception):
-    pass
-
-
-class Resp:
-    def __init__(self, port, timeout=60):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.f = self.sock.makefile("rb")
-
-    def close(self):
-        try:
-            self.f.close()
-            self.sock.close()
-        except OSError:
-            pass
-
-    def cmd(self, *args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        self.sock.sendall(b"".join(out))
-        return self._reply()
-
-    def _reply(self):
-        line = self.f.readline()
-        if not line:
-            raise RedisError("connection closed")
-        t, rest = line[:1], line[1:-2]
-        if t == b"+":
-            return rest.decode()
-        if t == b"-":
-            raise RedisError(rest.decode())
-        if t == b":":
-            return int(rest)
-        if t == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            data = self.f.read(n + 2)
-            return data[:-2].decode(errors="replace")
-        if t == b"*":
-            n = int(rest)
-            return None if n < 0 else [self._reply() for _ in range(n)]
-        raise RedisError("bad reply %r" % line)
 
 
 # ---------------------------------------------------------------------------
@@ -196,74 +107,6 @@ PEER_NOTES = {
              "every reply checked; Redis has no waiting: in the hand-off phase clients retry "
              "SET NX after a %g ms sleep" % REDIS_RETRY_MS,
 }
-
-
-def pgbench_cmd(port, clients, script, secs):
-    return [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n",
-            "-M", "prepared", "-c", str(clients), "-j", str(min(THREADS, clients)),
-            "-T", str(int(secs)), "-f", script, "svcbus"]
-
-
-def parse_pgbench(out, err, rc):
-    r = {"rc": rc}
-    m = re.search(r"number of transactions actually processed: (\d+)", out)
-    r["xacts"] = int(m.group(1)) if m else None
-    m = re.search(r"number of failed transactions: (\d+)", out)
-    r["failed"] = int(m.group(1)) if m else None
-    m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
-    r["tps"] = float(m.group(1)) if m else None
-    m = re.search(r"latency average = ([\d.]+) ms", out)
-    r["latency_avg_ms"] = float(m.group(1)) if m else None
-    r["errors"] = [l for l in err.splitlines() if "error" in l.lower() or "abort" in l.lower()]
-    return r
-
-
-def cpu_busy(secs):
-    """Cores busy on this host over secs (from /proc/stat), before a run
-    starts: load that is not ours distorts the figures."""
-    def read():
-        with open("/proc/stat") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
-        return sum(v), v[3] + v[4]            # total, idle + iowait
-    try:
-        t0, i0 = read()
-        time.sleep(secs)
-        t1, i1 = read()
-        return (1.0 - (i1 - i0) / float(max(1, t1 - t0))) * (os.cpu_count() or 1)
-    except (OSError, ValueError, IndexError):
-        time.sleep(secs)
-        return None
-
-
-def busy_note(busy):
-    return ("  [machine busy before this run: %.1f of %d cores]" % (busy, os.cpu_count() or 1)
-            if busy is not None and busy > BUSY_WARN else "")
-
-
-def build_info():
-    """Which svcbus the cluster loaded (the library file as it was at start)
-    and the tree's commit: others may rebuild while this runs."""
-    lib = os.path.join(subprocess.run(["pg_config", "--pkglibdir"], capture_output=True, text=True,
-                                      check=True).stdout.strip(), "svcbus.so")
-    info = {"library": lib}
-    try:
-        st = os.stat(lib)
-        with open(lib, "rb") as f:
-            info["sha256"] = hashlib.sha256(f.read()).hexdigest()[:16]
-        info["mtime"] = datetime.datetime.fromtimestamp(st.st_mtime).isoformat(timespec="seconds")
-        info["bytes"] = st.st_size
-    except OSError as e:
-        info["error"] = str(e)
-    r = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
-    info["tree_commit"] = r.stdout.strip() if r.returncode == 0 else None
-    return info
-
-
-def percentile(sorted_vals, p):
-    if not sorted_vals:
-        return None
-    k = max(0, min(len(sorted_vals) - 1, int(round(p / 100.0 * len(sorted_vals) + 0.5)) - 1))
-    return sorted_vals[k]
 
 
 # ---------------------------------------------------------------------------
@@ -341,16 +184,13 @@ class Bench:
         self.redis = None
         self.redis_port = None
         self.results = {"runs": {}, "table": [], "targets": []}
-        self.workdir = os.path.join(LOG_DIR, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        self.workdir = B.workdir(CLUSTER_NAME)
 
     # -- environment -------------------------------------------------------
     def start(self):
         os.makedirs(self.workdir, exist_ok=True)
-        port = H.free_port()
-        while port == 5432:
-            port = H.free_port()
         extra = {"svcbus.max_locks": str(int(MAX_LOCKS))} if MAX_LOCKS else {}
-        self.cluster = H.Cluster(CLUSTER_NAME, port=port, extra_conf=extra)
+        self.cluster = H.Cluster(CLUSTER_NAME, port=B.free_port(5432), extra_conf=extra)
         self.cluster.start()
         self.dsn = self.cluster.dsn()
         self.admin = psycopg.connect(self.dsn, autocommit=True)
@@ -359,78 +199,26 @@ class Bench:
             self.build_client()
 
     def start_redis(self):
-        rport = H.free_port()
-        while rport in (6379, self.cluster.port):
-            rport = H.free_port()
-        rdir = os.path.join(self.workdir, "redis")
-        os.makedirs(rdir, exist_ok=True)
-        self.redis_cmd = [REDIS_SERVER, "--port", str(rport), "--bind", "127.0.0.1",
-                          "--protected-mode", "yes", "--save", "", "--appendonly", "no",
-                          "--daemonize", "no", "--dir", rdir,
-                          "--logfile", os.path.join(rdir, "redis.log")]
-        self.redis = subprocess.Popen(self.redis_cmd, stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.redis_port = rport
-
-        def up():
-            if self.redis.poll() is not None:
-                raise RuntimeError("redis-server exited (rc %s); see %s"
-                                   % (self.redis.returncode, rdir))
-            r = Resp(rport, timeout=2)
-            try:
-                return r.cmd("PING") == "PONG"
-            finally:
-                r.close()
-        H.wait_for(up, timeout=10, what="redis-server")
-        r = Resp(rport)
+        self.redis, self.redis_cmd, self.redis_port = B.start_redis(self.workdir, (self.cluster.port,))
+        r = Resp(self.redis_port)
         self.cad_sha = r.cmd("SCRIPT", "LOAD", REDIS_CAD)
         self.one_sha = r.cmd("SCRIPT", "LOAD", REDIS_ONE)
-        self.redis_version = r.cmd("INFO", "server").split("redis_version:")[1].split()[0]
+        self.redis_version = r.info("server").get("redis_version")
         r.close()
 
     def build_client(self):
-        src = os.path.join(HERE, "redis_lockbench.c")
         self.client_bin = os.path.join(self.workdir, "redis_lockbench")
-        if not CC:
-            raise RuntimeError("no C compiler (cc) to build %s: run `make deps`" % src)
-        r = subprocess.run([CC, "-O2", "-Wall", "-pthread", "-o", self.client_bin, src],
-                           capture_output=True, text=True)
-        if r.returncode != 0:
-            raise RuntimeError("building %s failed: %s" % (src, r.stderr))
+        B.build_client(os.path.join(HERE, "redis_lockbench.c"), self.client_bin)
 
     def stop(self):
-        if self.redis is not None and self.redis.poll() is None:
-            self.redis.terminate()
-            try:
-                self.redis.wait(10)
-            except subprocess.TimeoutExpired:
-                self.redis.kill()
-                self.redis.wait()
-        try:
-            if self.admin is not None:
-                self.admin.close()
-        except Exception:
-            pass
-        if self.cluster is not None:
-            try:
-                self.cluster.stop("fast")
-            except Exception:
-                pass
-            try:
-                shutil.copy(self.cluster.logfile, os.path.join(self.workdir, "postgres.log"))
-            except OSError:
-                pass
-            if not KEEP:
-                shutil.rmtree(self.cluster.dir, ignore_errors=True)
+        B.stop_proc(self.redis)
+        B.stop_cluster(self.cluster, self.admin, self.workdir)
 
     def settings(self):
-        rows = self.admin.execute(
-            "SELECT name, setting, unit, source FROM pg_settings WHERE source NOT IN "
-            "('default', 'override') OR name IN ('synchronous_commit', 'fsync', 'shared_buffers', "
-            "'max_connections', 'max_locks_per_transaction', 'deadlock_timeout', "
-            "'max_worker_processes', 'svcbus.max_locks') "
-            "ORDER BY name").fetchall()
-        return {r[0]: (r[1] + (r[2] or "")) for r in rows}
+        return B.server_settings(self.admin, (
+            "synchronous_commit", "fsync", "shared_buffers", "max_connections",
+            "max_locks_per_transaction", "deadlock_timeout", "max_worker_processes",
+            "svcbus.max_locks"))
 
     def redis_client_cmd(self, clients, form, secs):
         return [self.client_bin, "127.0.0.1", str(self.redis_port), str(clients),
@@ -444,8 +232,11 @@ class Bench:
         while True:
             n_sv = self.admin.execute("SELECT count(*) FROM svcbus.locks WHERE name <> 'bench-lease'"
                                       ).fetchone()[0]
+            # the lease's advisory lock, which the lock worker holds for it, aside
             n_adv = self.admin.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                                       "AND pid <> pg_backend_pid()").fetchone()[0]
+                                       "AND pid <> pg_backend_pid() AND NOT ("
+                                       "((classid::bigint << 32) | objid::bigint) = svcbus.lock_key('bench-lease') "
+                                       "AND objsubid = 1)").fetchone()[0]
             if (n_sv, n_adv) == (0, 0) or time.time() > deadline:
                 break
             time.sleep(0.1)     # pgbench backends may still be exiting
@@ -475,45 +266,14 @@ class Bench:
                 f.write(PG_SCRIPTS[(peer, form)])
             cmd = pgbench_cmd(self.cluster.port, clients, script, secs)
         busy = cpu_busy(0.5)
-        t0 = time.time()
-        with open(os.path.join(d, "out"), "w+") as outf, open(os.path.join(d, "err"), "w+") as errf:
-            p = subprocess.Popen(cmd, stdout=outf, stderr=errf, stdin=subprocess.DEVNULL)
-            try:
-                rc = p.wait(timeout=secs + 60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                rc = p.wait()
-                problem("%s: client hung (killed pid %d)" % (tag, p.pid))
-            outf.seek(0)
-            errf.seek(0)
-            out, err = outf.read(), errf.read()
-        wall = time.time() - t0
+        rc, out, err, wall = B.run_client(cmd, d, secs, tag)
         res = {"peer": peer, "form": form, "clients": clients, "secs": secs,
                "wall_secs": round(wall, 2), "command": " ".join(shlex.quote(c) for c in cmd),
                "busy_cores_before": busy}
         if peer == "redis":
-            m = re.search(r"ops=(\d+) errors=(\d+) elapsed=([\d.]+) per_client=([\d,]+) "
-                          r"first_error=(.*)", out)
-            if rc != 0 or not m or int(m.group(2)):
-                problem("%s: Redis client rc=%s output=%r stderr=%r (see %s)"
-                        % (tag, rc, out.strip()[:300], err.strip()[:300], d))
-            if m:
-                ops = int(m.group(1))
-                res.update({"ops": ops, "ops_per_s": ops / float(m.group(3)),
-                            "errors": int(m.group(2)),
-                            "per_client": [int(x) for x in m.group(4).split(",")]})
-                detail = "per client min %d max %d" % (min(res["per_client"]), max(res["per_client"]))
-            else:
-                res.update({"ops": None, "ops_per_s": None})
-                detail = "-"
+            detail = B.c_client_result(res, tag, d, rc, out, err, name="Redis client")
         else:
-            pg = parse_pgbench(out, err, rc)
-            res["pgbench"] = pg
-            if rc != 0 or pg["failed"] not in (0,) or not pg["xacts"] or pg["errors"] or pg["tps"] is None:
-                problem("%s: pgbench rc=%s failed=%s xacts=%s errors=%s (see %s)"
-                        % (tag, rc, pg["failed"], pg["xacts"], pg["errors"][:3], d))
-            res.update({"ops": pg["xacts"], "ops_per_s": pg["tps"]})
-            detail = "pgbench xacts %s, latency avg %s ms" % (pg["xacts"], pg["latency_avg_ms"])
+            detail = B.pgbench_result(res, tag, d, rc, out, err)
         self.check_clean(tag)
         if report:
             ops_s = res["ops_per_s"]
@@ -536,13 +296,9 @@ class Bench:
             problem("redis-benchmark c=%d hung" % clients)
             return None
         rps = None
-        for line in r.stdout.splitlines():
-            cells = [c.strip('"') for c in line.split('","')]
-            if len(cells) > 1 and cells[0].startswith("EVALSHA"):
-                try:
-                    rps = float(cells[1])
-                except ValueError:
-                    pass
+        for name, v in B.redis_benchmark_rps(r.stdout).items():
+            if name.startswith("EVALSHA"):
+                rps = v
         if r.returncode != 0 or rps is None:
             problem("redis-benchmark c=%d: rc=%s out=%r err=%r"
                     % (clients, r.returncode, r.stdout[-300:], r.stderr[-300:]))
@@ -744,13 +500,8 @@ class Bench:
                     except Exception as e:
                         problem("%s/c%d/svcbus raised %r" % (scen, c, e))
                         traceback.print_exc()
-                rs = sorted((r for r in runs if r.get("ops_per_s") is not None),
-                            key=lambda r: r["ops_per_s"])
-                if rs:
-                    r = dict(rs[(len(rs) - 1) // 2])
-                    if REPEAT > 1:
-                        r["repeats"] = [{k: x.get(k) for k in ("ops_per_s", "busy_cores_before")}
-                                        for x in runs]
+                r, _ = B.median_run(runs)
+                if r:
                     R[scen][str(c)] = {"svcbus": r}
             held = conn.execute("SELECT count(*) FROM svcbus.locks WHERE name = 'bench-lease' "
                                 "AND token = %s AND state = 'held'", (tok,)).fetchone()[0]
@@ -791,16 +542,12 @@ class Bench:
                             problem("%s/c%d/%s raised %r" % (scen, c, peer, e))
                             traceback.print_exc()
                 for peer in PEERS:
-                    rs = [r for r in runs[peer] if r.get("ops_per_s") is not None]
-                    if not rs:
+                    r, n = B.median_run(runs[peer])
+                    if not r:
                         continue
-                    rs.sort(key=lambda r: r["ops_per_s"])
-                    r = dict(rs[(len(rs) - 1) // 2])
                     if REPEAT > 1:
-                        r["repeats"] = [{k: x.get(k) for k in ("ops_per_s", "busy_cores_before")}
-                                        for x in runs[peer]]
                         log("  %-9s c=%-2d %s  median of %d runs: %.0f/s"
-                            % (peer, c, form, len(rs), r["ops_per_s"]))
+                            % (peer, c, form, n, r["ops_per_s"]))
                     R[scen][str(c)][peer] = r
                 if form == "1rt" and "redis" in PEERS and REDIS_BENCHMARK_SECS > 0:
                     rate = R[scen][str(c)].get("redis", {}).get("ops_per_s")
@@ -830,14 +577,6 @@ class Bench:
 
 def report(results):
     R = results["runs"]
-
-    def ratio(a, b):
-        if a is None or b is None:
-            return None
-        if b == 0:
-            return None if a != 0 else 1.0
-        return a / b
-
     rows = []
     for form in ALL_FORMS:
         scen = "distinct_" + form
@@ -874,22 +613,9 @@ def report(results):
             rows.append(("handoff c=%d" % HANDOFF_CLIENTS, label, fmt,
                          {p: H_.get(p, {}).get(key) for p in ALL_PEERS}))
 
-    header = "%-18s %-40s %11s %11s %11s %11s %11s" % (
-        "scenario", "metric", "svcbus", "advisory", "redis", "svcbus/adv", "svcbus/redis")
-    lines = [header, "-" * len(header)]
-    table = []
-    for scen, label, fmt, vals in rows:
-        f = lambda v: (fmt % v) if v is not None else "-"
-        counts = fmt == "%d"
-        r1 = None if counts else ratio(vals["svcbus"], vals["advisory"])
-        r2 = None if counts else ratio(vals["svcbus"], vals["redis"])
-        fr = lambda r: "%.2fx" % r if r is not None else "-"
-        lines.append("%-18s %-40s %11s %11s %11s %11s %11s" % (
-            scen, label, f(vals["svcbus"]), f(vals["advisory"]), f(vals["redis"]), fr(r1), fr(r2)))
-        table.append({"scenario": scen, "metric": label, "svcbus": vals["svcbus"],
-                      "advisory": vals["advisory"], "redis": vals["redis"],
-                      "ratio_vs_advisory": r1, "ratio_vs_redis": r2})
-    results["table"] = table
+    lines, results["table"] = B.format_table(
+        rows, ALL_PEERS, ("svcbus", "advisory", "redis", "svcbus/adv", "svcbus/redis"), (18, 40, 11),
+        ratio_counts=False)
     lines.append("")
     lines.append("ratios are svcbus/peer: above 1 is better for rates, below 1 is better for times.")
     lines.append("1rt = acquire and release in one round trip, 2rt = in two (see the peers above); "
@@ -910,27 +636,15 @@ def report(results):
                  "took the lock again although another client was waiting when it released (queue jumping).")
     lines.append("Redis has no waiting: its clients retry SET NX after a %g ms sleep, so whoever retries "
                  "first (often the releaser itself) wins." % REDIS_RETRY_MS)
-    busy = []
-    for scen, byc in R.items():
-        for c, byp in (byc.items() if scen != "handoff" else [("%d" % HANDOFF_CLIENTS, byc)]):
-            for peer, r in byp.items():
-                for x in r.get("repeats") or [r]:
-                    b = x.get("busy_cores_before")
-                    if b is not None and b > BUSY_WARN:
-                        busy.append("%s c=%s %s (%.1f cores)" % (scen, c, peer, b))
-    results["busy_runs"] = busy
-    if busy:
-        lines.append("")
-        lines.append("WARNING: other load kept the machine busy right before %d run(s); their figures "
-                     "may be low: %s" % (len(busy), ", ".join(busy)))
+    B.note_busy_runs(results, lines, (
+        (scen, c, peer, r) for scen, byc in R.items()
+        for c, byp in (byc.items() if scen != "handoff" else [("%d" % HANDOFF_CLIENTS, byc)])
+        for peer, r in byp.items()))
     log("\n" + "\n".join(lines))
 
     # -- targets --------------------------------------------------------------
-    targets = []
-
-    def target(name, measured, ok):
-        state = "n/a (not measured)" if ok is None else ("met" if ok else "NOT MET")
-        targets.append({"target": name, "measured": measured, "status": state})
+    targets = B.Targets()
+    target = targets.add
 
     for form in ALL_FORMS:
         scen = "distinct_" + form
@@ -977,51 +691,22 @@ def report(results):
     else:
         target("svcbus: no waiter starved", "-", None)
     results["targets"] = targets
-    log("\nTargets (from the issue; measured vs target, never asserted):")
-    for t in targets:
-        log("  [%s] %s: %s" % (t["status"], t["target"], t["measured"]))
+    targets.log()
 
 
 def main():
-    cmd = " ".join(shlex.quote(a) for a in [os.path.relpath(os.path.join(HERE, "run.sh"), ROOT)] + sys.argv[1:])
-    envs = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in sorted(os.environ.items())
-                    if k.startswith("BENCH_"))
-    log("svcbus lock benchmark")
-    log("command: %s%s  (cwd %s)" % (envs + " " if envs else "", cmd, ROOT))
-    log("started: %s  host: %s, %d CPUs, %s" % (
-        datetime.datetime.now().isoformat(timespec="seconds"), platform.node(), os.cpu_count(),
-        platform.platform()))
-    for p in PEERS:
-        if p not in ALL_PEERS:
-            raise SystemExit("unknown peer %r (known: %s)" % (p, ", ".join(ALL_PEERS)))
-    for f in FORMS:
-        if f not in ALL_FORMS:
-            raise SystemExit("unknown form %r (known: %s)" % (f, ", ".join(ALL_FORMS)))
-    if not os.path.exists(PGBENCH):
-        raise SystemExit("missing %s: run `make bench-deps` (Debian postgresql-15)" % PGBENCH)
-    if "redis" in PEERS and not os.path.exists(REDIS_SERVER):
-        raise SystemExit("missing redis-server: run `make bench-deps` (Debian redis-server)")
+    cmd = B.log_header("svcbus lock benchmark", HERE)
+    B.check_known("peer", PEERS, ALL_PEERS)
+    B.check_known("form", FORMS, ALL_FORMS)
+    B.require(PGBENCH, PGBENCH, "postgresql-15")
+    if "redis" in PEERS:
+        B.require(REDIS_SERVER, "redis-server", "redis-server")
 
     bench = Bench()
-    rc = 0
 
-    def on_signal(sig, frame):
-        raise KeyboardInterrupt()
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        build = build_info()
-        bench.start()
-        settings = bench.settings()
-        ver = bench.admin.execute("SELECT version(), svcbus.version()").fetchone()
-        log("server: %s; svcbus %s" % ver)
-        log("svcbus library: %s (%s bytes, modified %s, sha256 %s...); tree at %s"
-            % (build["library"], build.get("bytes"), build.get("mtime"), build.get("sha256"),
-               build["tree_commit"]))
-        log("cluster: %s (127.0.0.1:%d), logs and scripts: %s"
-            % (bench.cluster.data, bench.cluster.port, bench.workdir))
-        log("server settings (PostgreSQL defaults except these; plus key ones):")
-        for k, v in settings.items():
-            log("  %s = %s" % (k, v))
+    def body():
+        build, settings, ver = B.start_bench(bench)
+        B.log_cluster(bench, settings)
         if bench.redis is not None:
             log("redis: %s (Debian redis-server %s), scripts loaded: cad %s, one-round-trip %s"
                 % (" ".join(shlex.quote(c) for c in bench.redis_cmd), bench.redis_version,
@@ -1039,10 +724,8 @@ def main():
         log("peers (what one operation is):")
         for p in PEERS:
             log("  %-9s %s" % (p, PEER_NOTES[p]))
+        bench.results.update(B.run_info(cmd))
         bench.results.update({
-            "command": cmd, "env": {k: v for k, v in os.environ.items() if k.startswith("BENCH_")},
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "host": {"node": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform()},
             "server": {"version": ver[0], "svcbus": ver[1], "settings": settings, "build": build},
             "redis": ({"command": bench.redis_cmd, "version": bench.redis_version,
                        "cad_script": REDIS_CAD, "one_round_trip_script": REDIS_ONE}
@@ -1057,44 +740,9 @@ def main():
             "peers": {p: PEER_NOTES[p] for p in PEERS},
             "logs": bench.workdir,
         })
-        t0 = time.time()
-        bench.run()
-        bench.results["elapsed_s"] = round(time.time() - t0, 1)
-        if bench.redis is not None and bench.redis.poll() is not None:
-            problem("redis-server exited during the run (rc %s)" % bench.redis.returncode)
-        log_text = bench.cluster.log_text()
-        crashes = [l for l in log_text.splitlines()
-                   if "terminated by signal" in l or "PANIC" in l or "was terminated" in l]
-        if crashes:
-            problem("server log shows crashes: %s" % crashes[:3])
-        errs = [l for l in log_text.splitlines() if "ERROR" in l]
-        bench.results["server_log_errors"] = errs[:50]
-        if errs:
-            log("\nserver log has %d ERROR lines, first ones:" % len(errs))
-            for l in errs[:10]:
-                log("  " + l)
-        report(bench.results)
-        log("\nelapsed %.0fs" % bench.results["elapsed_s"])
-    except KeyboardInterrupt:
-        problem("interrupted")
-    except Exception as e:
-        traceback.print_exc()
-        problem("benchmark raised %r" % e)
-    finally:
-        bench.stop()
-        bench.results["problems"] = broken
-        try:
-            with open(RESULTS_JSON, "w") as f:
-                json.dump(bench.results, f, indent=1, default=str)
-            log("results: %s" % RESULTS_JSON)
-        except OSError as e:
-            log("could not write %s: %s" % (RESULTS_JSON, e))
-    if broken:
-        log("\nBENCHMARK BROKE (%d problems):" % len(broken))
-        for b in broken:
-            log("  - " + b)
-        rc = 1
-    return rc
+        B.run_and_report(bench, report, [(bench.redis, "redis-server")])
+
+    return B.run_guarded(bench, body, RESULTS_JSON)
 
 
 if __name__ == "__main__":

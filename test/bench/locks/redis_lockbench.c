@@ -1,7 +1,8 @@
 /*
  * redis_lockbench: a minimal Redis lock client for the svcbus lock
  * benchmark, the Redis counterpart of pgbench there (compiled by
- * bench_locks.py with cc; needs nothing but libc and pthreads).
+ * bench_locks.py with cc; needs nothing but libc, pthreads and
+ * ../kvclient.h, which it shares with the cache benchmark's client).
  *
  *   redis_lockbench HOST PORT CLIENTS THREADS SECS MODE CAD_SHA [ONE_SHA]
  *
@@ -21,18 +22,6 @@
  *   ops=<n> errors=<n> elapsed=<s> per_client=<n>,<n>,... first_error=<text>
  */
 #define _GNU_SOURCE
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 typedef struct Conn
 {
@@ -47,52 +36,15 @@ typedef struct Conn
     char        token[64];
 } Conn;
 
-typedef struct Thread
-{
-    pthread_t   th;
-    Conn       *conns;
-    int         n;
-    long long   errors;
-    char        first_error[200];
-} Thread;
+#include "../kvclient.h"
 
-static const char *host;
-static int  port;
-static double secs;
 static int  two_rt;
 static const char *cad_sha, *one_sha;
-static double t_start, t_end;
-
-static double
-now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static int
 bulk(char *out, const char *s)
 {
     return sprintf(out, "$%zu\r\n%s\r\n", strlen(s), s);
-}
-
-static int
-send_all(int fd, const char *p, int n)
-{
-    while (n > 0)
-    {
-        ssize_t     w = send(fd, p, n, MSG_NOSIGNAL);
-
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (int) w;
-    }
-    return 0;
 }
 
 static int
@@ -131,15 +83,6 @@ send_next(Conn *c)
     return send_all(c->fd, msg, n);
 }
 
-static void
-fail(Thread *t, Conn *c, const char *what)
-{
-    t->errors++;
-    if (t->first_error[0] == '\0')
-        snprintf(t->first_error, sizeof t->first_error, "client %d: %s", c->id, what);
-    c->dead = 1;
-}
-
 static void *
 run_thread(void *arg)
 {
@@ -149,31 +92,21 @@ run_thread(void *arg)
 
     for (int i = 0; i < t->n; i++)
     {
-        if (send_next(&t->conns[i]) < 0)
-            fail(t, &t->conns[i], "send failed");
+        if (send_next(t->conns[i]) < 0)
+            fail(t, t->conns[i], "send failed");
         else
             active++;
     }
     while (active > 0)
     {
-        int         m = 0;
         int         idx[1024];
-        double      now = now_s();
+        int         m = poll_live(t, pf, idx);
 
-        if (now > t_end + 10)
-            break;              /* replies overdue: give up */
-        for (int i = 0; i < t->n; i++)
-            if (!t->conns[i].dead)
-            {
-                pf[m].fd = t->conns[i].fd;
-                pf[m].events = POLLIN;
-                idx[m++] = i;
-            }
-        if (poll(pf, m, 100) < 0 && errno != EINTR)
+        if (m < 0)
             break;
         for (int k = 0; k < m; k++)
         {
-            Conn       *c = &t->conns[idx[k]];
+            Conn       *c = t->conns[idx[k]];
             ssize_t     r;
             char       *eol;
 
@@ -238,11 +171,10 @@ run_thread(void *arg)
 int
 main(int argc, char **argv)
 {
-    int         clients, threads;
+    const char *host;
+    int         port, clients, threads;
+    double      secs;
     Conn       *conns;
-    Thread     *ths;
-    long long   ops = 0, errors = 0;
-    const char *first_error = "";
 
     if (argc < 8)
     {
@@ -262,58 +194,8 @@ main(int argc, char **argv)
         fprintf(stderr, "bad arguments\n");
         return 2;
     }
-    if (threads > clients)
-        threads = clients;
     conns = calloc(clients, sizeof *conns);
-    for (int i = 0; i < clients; i++)
-    {
-        struct sockaddr_in sa = {0};
-        int         one = 1;
-
-        conns[i].id = i;
-        conns[i].fd = socket(AF_INET, SOCK_STREAM, 0);
-        sa.sin_family = AF_INET;
-        sa.sin_port = htons(port);
-        inet_pton(AF_INET, host, &sa.sin_addr);
-        if (connect(conns[i].fd, (struct sockaddr *) &sa, sizeof sa) < 0)
-        {
-            perror("connect");
-            return 2;
-        }
-        setsockopt(conns[i].fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    ths = calloc(threads, sizeof *ths);
-    for (int t = 0; t < threads; t++)
-    {
-        /* clients t, t+threads, ... like pgbench's assignment of clients */
-        ths[t].conns = calloc(clients, sizeof(Conn));
-        for (int i = t; i < clients; i += threads)
-            ths[t].conns[ths[t].n++] = conns[i];
-    }
-    t_start = now_s();
-    t_end = t_start + secs;
-    for (int t = 0; t < threads; t++)
-        pthread_create(&ths[t].th, NULL, run_thread, &ths[t]);
-    for (int t = 0; t < threads; t++)
-        pthread_join(ths[t].th, NULL);
-    printf("ops=");
-    for (int t = 0; t < threads; t++)
-        for (int i = 0; i < ths[t].n; i++)
-            ops += ths[t].conns[i].ops;
-    for (int t = 0; t < threads; t++)
-    {
-        errors += ths[t].errors;
-        if (ths[t].first_error[0] && !first_error[0])
-            first_error = ths[t].first_error;
-    }
-    printf("%lld errors=%lld elapsed=%.3f per_client=", ops, errors, secs);
-    for (int i = 0; i < clients; i++)
-    {
-        int         t = i % threads;
-        Conn       *c = &ths[t].conns[i / threads];
-
-        printf("%s%lld", i ? "," : "", c->ops);
-    }
-    printf(" first_error=%s\n", first_error[0] ? first_error : "-");
-    return errors ? 1 : 0;
+    if (connect_all(conns, clients, host, port) < 0)
+        return 2;
+    return run_clients(conns, clients, threads, secs, run_thread);
 }

@@ -26,16 +26,10 @@ exits non-zero only when the benchmark itself broke (a client error, a
 count that does not add up, a hang), never because a target was missed.
 """
 
-import datetime
-import json
 import multiprocessing as mp
 import os
-import platform
 import queue as queue_mod
-import re
-import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -43,20 +37,14 @@ import time
 import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.realpath(os.path.join(HERE, "..", "..", ".."))
-BENCH_BASE = os.environ.get("BENCH_BASE", "/tmp/svcbus-bench")
-os.environ["SVCBUS_TEST_BASE"] = BENCH_BASE      # read by the harness at import
-sys.path.insert(0, os.path.join(ROOT, "test", "harness"))
+sys.path.insert(0, os.path.dirname(HERE))        # test/bench: benchlib (which adds the harness)
 
 import psycopg                                    # noqa: E402
-import svcbus_harness as H                        # noqa: E402
+import benchlib as B                              # noqa: E402
+from benchlib import (H, BENCH_BASE, THREADS, REPEAT, PGBENCH, env_num, env_list,  # noqa: E402
+                      log, problem, pgbench_cmd, parse_pgbench, cpu_busy, percentile)
 
-
-def env_num(name, default, conv=float):
-    v = os.environ.get(name)
-    return conv(v) if v not in (None, "") else default
-
-
+# Read in benchlib: BENCH_PGBENCH_THREADS, BENCH_REPEAT, BENCH_KEEP, BENCH_BASE.
 SECS = max(1, env_num("BENCH_SECS", 15, int))    # per throughput run (pgbench -T)
 WARMUP = env_num("BENCH_WARMUP", 5, int)         # untimed batch run per peer first (0: none)
 LAT_SECS = env_num("BENCH_LAT_SECS", 10.0)       # per latency run
@@ -64,22 +52,15 @@ LAT_RATE = env_num("BENCH_LAT_RATE", 200.0)      # messages/s in latency runs
 PRODUCERS = env_num("BENCH_PRODUCERS", 4, int)
 CONSUMERS = env_num("BENCH_CONSUMERS", 4, int)
 BATCH = env_num("BENCH_BATCH", 100, int)
-THREADS = env_num("BENCH_PGBENCH_THREADS", 2, int)
 PGQ_TICK = env_num("BENCH_PGQ_TICK", 0.1)        # pgqd ticker_period and queue ticker_max_lag
 ROTATE_S = env_num("BENCH_ROTATE", 5, int)       # svcbus.queue_rotate_interval and PgQ rotation period
 POLL_SLEEP_MS = 10                                # sleep of polling consumers when empty
 SVCBUS_WAIT_S = 1                                 # long-poll wait of svcbus consumers (pgbench)
-KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
-REPEAT = max(1, env_num("BENCH_REPEAT", 1, int))  # runs per peer and scenario (median kept)
 ALL_SCENARIOS = ["single", "batch", "single_held", "batch_held", "latency", "latency_held"]
-SCENARIOS = [s for s in os.environ.get("BENCH_SCENARIOS", ",".join(ALL_SCENARIOS)).split(",") if s]
+SCENARIOS = env_list("BENCH_SCENARIOS", ",".join(ALL_SCENARIOS))
 ALL_PEERS = ["svcbus", "skip_locked", "pgq"]
-PEERS = [p for p in os.environ.get("BENCH_PEERS", ",".join(ALL_PEERS)).split(",") if p]
+PEERS = env_list("BENCH_PEERS", ",".join(ALL_PEERS))
 RESULTS_JSON = os.path.abspath(os.environ.get("BENCH_RESULTS") or os.path.join(HERE, "results.json"))
-
-PG_BIN = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True,
-                        check=True).stdout.strip()
-PGBENCH = os.path.join(PG_BIN, "pgbench")
 
 # The message body: ~170 bytes of JSON.  No ':' directly followed by a name
 # character, so pgbench does not take any part of it for a :variable.
@@ -88,18 +69,6 @@ BODY = ('{"event": "order.created", "order_id": 1234567, "customer": "cust-00004
         '"note": "benchmark payload, the same for every peer"}')
 
 CLUSTER_NAME = "queue"
-LOG_DIR = os.path.join(BENCH_BASE, "queue-logs")
-
-broken = []          # reasons the benchmark itself broke
-
-
-def log(msg):
-    print(msg, flush=True)
-
-
-def problem(msg):
-    broken.append(msg)
-    log("  !! BENCHMARK PROBLEM: " + msg)
 
 
 # ---------------------------------------------------------------------------
@@ -362,7 +331,7 @@ PEER_CLASSES = {"svcbus": SvcbusPeer, "skip_locked": SkipLockedPeer, "pgq": PgqP
 
 
 # ---------------------------------------------------------------------------
-# Helpers: storage sampler, held transaction, pgbench
+# Helpers: storage sampler, held transaction
 # ---------------------------------------------------------------------------
 
 class Sampler(threading.Thread):
@@ -414,26 +383,6 @@ class HeldTxn:
             self.conn.close()
 
 
-def pgbench_cmd(port, clients, script, secs):
-    return [PGBENCH, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-n",
-            "-M", "prepared", "-c", str(clients), "-j", str(min(THREADS, clients)),
-            "-T", str(int(secs)), "-f", script, "svcbus"]
-
-
-def parse_pgbench(out, err, rc):
-    r = {"rc": rc}
-    m = re.search(r"number of transactions actually processed: (\d+)", out)
-    r["xacts"] = int(m.group(1)) if m else None
-    m = re.search(r"number of failed transactions: (\d+)", out)
-    r["failed"] = int(m.group(1)) if m else None
-    m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
-    r["tps"] = float(m.group(1)) if m else None
-    m = re.search(r"latency average = ([\d.]+) ms", out)
-    r["latency_avg_ms"] = float(m.group(1)) if m else None
-    r["errors"] = [l for l in err.splitlines() if "error" in l.lower() or "abort" in l.lower()]
-    return r
-
-
 # ---------------------------------------------------------------------------
 # Latency phase (child processes)
 # ---------------------------------------------------------------------------
@@ -477,29 +426,8 @@ def lat_consumer(peer_name, dsn, qname, out_q, stop, counter, ready):
     out_q.put(("consumer", got, errors))
 
 
-def _cpu_times():
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    return sum(v), v[3] + v[4]          # total, idle + iowait
-
-
-def cpu_busy(secs):
-    """How many cores were busy during the next secs seconds (sleeps that long)."""
-    t1, i1 = _cpu_times()
-    time.sleep(secs)
-    t2, i2 = _cpu_times()
-    return (os.cpu_count() or 1) * (1.0 - (i2 - i1) / max(1, t2 - t1))
-
-
 BUSY_WARN = 0.5      # cores busy before a run (nothing of ours runs then) worth a warning
 busy_runs = []       # (scenario/peer, cores) of runs that started on a busy machine
-
-
-def percentile(sorted_vals, p):
-    if not sorted_vals:
-        return None
-    k = max(0, min(len(sorted_vals) - 1, int(round(p / 100.0 * len(sorted_vals) + 0.5)) - 1))
-    return sorted_vals[k]
 
 
 # ---------------------------------------------------------------------------
@@ -509,9 +437,10 @@ def percentile(sorted_vals, p):
 class Bench:
     def __init__(self):
         self.cluster = None
+        self.admin = None
         self.pgqd = None
         self.results = {"scenarios": {}, "targets": [], "observations": []}
-        self.workdir = os.path.join(LOG_DIR, datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+        self.workdir = B.workdir(CLUSTER_NAME)
 
     # -- environment -------------------------------------------------------
     def start(self):
@@ -519,9 +448,7 @@ class Bench:
         # initdb and pg_ctl run as the postgres OS user, who may not be able
         # to read the caller's working directory (e.g. /root).
         os.chdir(BENCH_BASE)
-        port = H.free_port()
-        while port == 5432:
-            port = H.free_port()
+        port = B.free_port(5432)
         self.cluster = H.Cluster(CLUSTER_NAME, port=port, extra_conf={
             "svcbus.queue_rotate_interval": "'%ds'" % ROTATE_S,
         })
@@ -547,37 +474,14 @@ class Bench:
             raise RuntimeError("pgqd exited at start (rc %s); see %s" % (self.pgqd.returncode, ini))
 
     def stop(self):
-        if self.pgqd is not None and self.pgqd.poll() is None:
-            self.pgqd.terminate()
-            try:
-                self.pgqd.wait(10)
-            except subprocess.TimeoutExpired:
-                self.pgqd.kill()
-                self.pgqd.wait()
-        try:
-            self.admin.close()
-        except Exception:
-            pass
-        if self.cluster is not None:
-            try:
-                self.cluster.stop("fast")
-            except Exception:
-                pass
-            try:
-                shutil.copy(self.cluster.logfile, os.path.join(self.workdir, "postgres.log"))
-            except OSError:
-                pass
-            if not KEEP:
-                shutil.rmtree(self.cluster.dir, ignore_errors=True)
+        B.stop_proc(self.pgqd)
+        B.stop_cluster(self.cluster, self.admin, self.workdir)
 
     def settings(self):
-        rows = self.admin.execute(
-            "SELECT name, setting, unit, source FROM pg_settings WHERE source NOT IN "
-            "('default', 'override') OR name IN ('synchronous_commit', 'fsync', 'shared_buffers', "
-            "'max_connections', 'autovacuum', 'autovacuum_naptime', 'checkpoint_timeout', "
-            "'max_wal_size', 'wal_level', 'full_page_writes', 'work_mem', 'max_worker_processes') "
-            "ORDER BY name").fetchall()
-        return {r[0]: (r[1] + (r[2] or "")) for r in rows}
+        return B.server_settings(self.admin, (
+            "synchronous_commit", "fsync", "shared_buffers", "max_connections", "autovacuum",
+            "autovacuum_naptime", "checkpoint_timeout", "max_wal_size", "wal_level",
+            "full_page_writes", "work_mem", "max_worker_processes"))
 
     # -- one throughput run ------------------------------------------------
     def throughput(self, scen, peer, n, held, secs=SECS):
@@ -805,9 +709,7 @@ class Bench:
 
     # -- everything ---------------------------------------------------------
     def run(self):
-        for scen in SCENARIOS:
-            if scen not in ALL_SCENARIOS:
-                raise SystemExit("unknown scenario %r (known: %s)" % (scen, ", ".join(ALL_SCENARIOS)))
+        B.check_known("scenario", SCENARIOS, ALL_SCENARIOS)
         held_desc = "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1 FROM bench_held (held open, then ROLLBACK)"
         if WARMUP > 0:
             # A fresh cluster has to create its WAL segments, fill its
@@ -898,27 +800,9 @@ def report(results):
                                         (" (lower=better)" if lower else " (higher=better)")),
                          fmt, vals))
 
-    def ratio(a, b):
-        if a is None or b is None or a < 0 or b < 0:
-            return None
-        if b == 0:
-            return None if a != 0 else 1.0
-        return a / b
-
-    header = "%-13s %-46s %12s %12s %12s %12s %12s" % (
-        "scenario", "metric", "svcbus", "skip_locked", "pgq", "svcbus/skipl", "svcbus/pgq")
-    lines = [header, "-" * len(header)]
-    table = []
-    for scen, label, fmt, vals in rows:
-        f = lambda v: (fmt % v) if v is not None else "-"
-        r1, r2 = ratio(vals["svcbus"], vals["skip_locked"]), ratio(vals["svcbus"], vals["pgq"])
-        fr = lambda r: "%.2fx" % r if r is not None else "-"
-        lines.append("%-13s %-46s %12s %12s %12s %12s %12s" % (
-            scen, label, f(vals["svcbus"]), f(vals["skip_locked"]), f(vals["pgq"]), fr(r1), fr(r2)))
-        table.append({"scenario": scen, "metric": label, "svcbus": vals["svcbus"],
-                      "skip_locked": vals["skip_locked"], "pgq": vals["pgq"],
-                      "ratio_vs_skip_locked": r1, "ratio_vs_pgq": r2})
-    results["table"] = table
+    lines, results["table"] = B.format_table(
+        rows, ALL_PEERS, ("svcbus", "skip_locked", "pgq", "svcbus/skipl", "svcbus/pgq"), (13, 46, 12),
+        ratio=lambda a, b: B.ratio(a, b, no_negatives=True))
     lines.append("")
     lines.append("ratios are svcbus/peer: above 1 is better for msg/s, below 1 is better for the others.")
     lines.append("received = messages acked (svcbus), deleted (skip_locked), in finished batches (pgq), "
@@ -933,11 +817,8 @@ def report(results):
     log("\n" + "\n".join(lines))
 
     # -- targets --------------------------------------------------------------
-    targets = []
-
-    def target(name, measured, ok):
-        state = "n/a (not measured)" if ok is None else ("met" if ok else "NOT MET")
-        targets.append({"target": name, "measured": measured, "status": state})
+    targets = B.Targets()
+    target = targets.add
 
     sv1, sk1 = get("single", "svcbus", "received_per_s"), get("single", "skip_locked", "received_per_s")
     sv1s, sk1s = get("single", "svcbus", "sent_per_s"), get("single", "skip_locked", "sent_per_s")
@@ -1007,24 +888,15 @@ def report(results):
     if busy_runs:
         log("\nWARNING: other work kept the machine busy right before %d run(s); their figures may "
             "be low: %s" % (len(busy_runs), ", ".join("%s (%.1f cores)" % b for b in busy_runs)))
-    log("\nTargets (from the issue; measured vs target, never asserted):")
-    for t in targets:
-        log("  [%s] %s: %s" % (t["status"], t["target"], t["measured"]))
+    targets.log()
     log("\nPeers under the held transaction:")
     for o in obs:
         log("  " + o)
 
 
 def main():
-    cmd = " ".join(shlex.quote(a) for a in [os.path.relpath(os.path.join(HERE, "run.sh"), ROOT)] + sys.argv[1:])
-    envs = " ".join("%s=%s" % (k, shlex.quote(v)) for k, v in sorted(os.environ.items())
-                    if k.startswith("BENCH_"))
-    log("svcbus queue benchmark")
-    log("command: %s%s  (cwd %s)" % (envs + " " if envs else "", cmd, ROOT))
     load = round(cpu_busy(1.0), 2)
-    log("started: %s  host: %s, %d CPUs, %s; %.1f cores busy before the start" % (
-        datetime.datetime.now().isoformat(timespec="seconds"), platform.node(), os.cpu_count(),
-        platform.platform(), load))
+    cmd = B.log_header("svcbus queue benchmark", HERE, "; %.1f cores busy before the start" % load)
     if load > BUSY_WARN:
         log("WARNING: other work keeps the machine busy (%.1f cores): it competes with the "
             "benchmark and the figures will be off" % load)
@@ -1035,22 +907,15 @@ def main():
         raise SystemExit("PgQ is not installed: run `make bench-deps` (Debian postgresql-15-pgq3)")
 
     bench = Bench()
-    rc = 0
 
-    def on_signal(sig, frame):
-        raise KeyboardInterrupt()
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
+    def body():
         bench.start()
         settings = bench.settings()
         ver = bench.admin.execute("SELECT version(), svcbus.version(), "
                                   "(SELECT extversion FROM pg_extension WHERE extname = 'pgq')").fetchone()
         log("server: %s; svcbus %s; pgq %s" % ver)
-        log("cluster: %s (127.0.0.1:%d), logs and pgbench scripts: %s"
-            % (bench.cluster.data, bench.cluster.port, bench.workdir))
-        log("server settings (one cluster for all peers; not default ones plus key ones):")
-        for k, v in settings.items():
-            log("  %s = %s" % (k, v))
+        B.log_cluster(bench, settings, "pgbench scripts",
+                      "one cluster for all peers; not default ones plus key ones")
         log("pgqd: %s" % open(bench.pgqd_ini).read().replace("\n", "; "))
         log("clients: %d producers, %d consumers, pgbench -M prepared -j %d, %gs per run; "
             "batch %d; latency %g msg/s for %gs; body %d bytes JSON; %d run(s) per peer and scenario"
@@ -1060,11 +925,9 @@ def main():
         log("peers:")
         for p in PEERS:
             log("  %-11s %s" % (p, PEER_CLASSES[p].note))
+        bench.results.update(B.run_info(cmd))
+        bench.results["host"]["busy_cores_at_start"] = load
         bench.results.update({
-            "command": cmd, "env": {k: v for k, v in os.environ.items() if k.startswith("BENCH_")},
-            "started": datetime.datetime.now().isoformat(timespec="seconds"),
-            "host": {"node": platform.node(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                     "busy_cores_at_start": load},
             "server": {"version": ver[0], "svcbus": ver[1], "pgq": ver[2], "settings": settings},
             "pgqd_ini": open(bench.pgqd_ini).read(),
             "config": {"secs": SECS, "warmup_secs": WARMUP, "lat_secs": LAT_SECS, "lat_rate": LAT_RATE,
@@ -1075,44 +938,9 @@ def main():
             "peers": {p: PEER_CLASSES[p].note for p in PEERS},
             "logs": bench.workdir,
         })
-        t0 = time.time()
-        bench.run()
-        bench.results["elapsed_s"] = round(time.time() - t0, 1)
-        if bench.pgqd.poll() is not None:
-            problem("pgqd exited during the run (rc %s)" % bench.pgqd.returncode)
-        log_text = bench.cluster.log_text()
-        crashes = [l for l in log_text.splitlines()
-                   if "terminated by signal" in l or "PANIC" in l or "was terminated" in l]
-        if crashes:
-            problem("server log shows crashes: %s" % crashes[:3])
-        svc_errors = [l for l in log_text.splitlines() if "ERROR" in l]
-        bench.results["server_log_errors"] = svc_errors[:50]
-        if svc_errors:
-            log("\nserver log has %d ERROR lines, first ones:" % len(svc_errors))
-            for l in svc_errors[:10]:
-                log("  " + l)
-        report(bench.results)
-        log("\nelapsed %.0fs" % bench.results["elapsed_s"])
-    except KeyboardInterrupt:
-        problem("interrupted")
-    except Exception as e:
-        traceback.print_exc()
-        problem("benchmark raised %r" % e)
-    finally:
-        bench.stop()
-        bench.results["problems"] = broken
-        try:
-            with open(RESULTS_JSON, "w") as f:
-                json.dump(bench.results, f, indent=1, default=str)
-            log("results: %s" % RESULTS_JSON)
-        except OSError as e:
-            log("could not write %s: %s" % (RESULTS_JSON, e))
-    if broken:
-        log("\nBENCHMARK BROKE (%d problems):" % len(broken))
-        for b in broken:
-            log("  - " + b)
-        rc = 1
-    return rc
+        B.run_and_report(bench, report, [(bench.pgqd, "pgqd")])
+
+    return B.run_guarded(bench, body, RESULTS_JSON)
 
 
 if __name__ == "__main__":
