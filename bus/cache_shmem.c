@@ -4,15 +4,19 @@
  *      (bus/cache_sm.c), one LWLock per partition, and a counter slot per
  *      PGPROC for hits and misses.
  *
- * Locking: a key belongs to one partition (high bits of its hash); reads
- * (svcbus_cache_shared_get) hold that partition's LWLock shared, every
- * other command holds it exclusively.  Partitions share nothing but the
- * pool's page counter, taken with one atomic add, so commands on keys of
- * different partitions never wait for each other and reads never wait for
- * reads.  No command allocates, logs or raises while holding a partition
- * lock, except the palloc of a value copied out by a read (an error there
- * is out of memory, and the abort releases the lock).
- *
+ * Locking: a key belongs to one partition (high bits of its hash).  Every
+ * change holds that partition's LWLock exclusively and bumps the
+ * partition's seq to odd before and back to even after.  Reads take no lock
+ * at first: they look the key up and copy the value, then check that seq
+ * was even and unchanged (a seqlock; svcbus_cache_peek never faults on a
+ * half-changed partition); after two failed tries they take the LWLock
+ * shared.  So reads write no shared cache line (but the item's CLOCK byte,
+ * once) and never wait for each other, whatever the key.  Partitions share
+ * nothing but the pool's page counter, taken with one atomic add.  No
+ * command allocates, logs or raises while holding a partition lock, except
+ * the palloc of a value copied out by a locked read (an error there is out
+ * of memory, and the abort releases the lock).
+
  * Counters: each backend adds to its own slot (indexed by its PGPROC
  * number) without atomics; the stats view sums the slots.  A slot is not
  * cleared when its backend exits, so totals only grow until restart.
@@ -234,41 +238,105 @@ part_of(const SvcbusCacheKey *key, LWLock **lock)
     return svcbus_cache_part(cache_pool, i);
 }
 
+/*
+ * Writers bump the partition's seq to odd before changing it and back to
+ * even after, holding its LWLock exclusively; readers that saw the same even
+ * seq before and after their lookup and copy read a consistent state.
+ */
+static inline void
+write_begin(SvcbusCache *c)
+{
+    c->seq++;
+    pg_write_barrier();
+}
+
+static inline void
+write_end(SvcbusCache *c)
+{
+    pg_write_barrier();
+    c->seq++;
+}
+
+static bool
+copy_out(const char *val, uint32 vlen, bytea **value)
+{
+    bytea      *b = (bytea *) palloc(VARHDRSZ + vlen);
+
+    SET_VARSIZE(b, VARHDRSZ + vlen);
+    memcpy(VARDATA(b), val, vlen);
+    *value = b;
+    return true;
+}
+
+/*
+ * Reads take no lock: an optimistic lookup validated by the partition's
+ * seq (so readers write no shared cache line and never wait for each
+ * other, whatever the key), tried twice; then the shared lock.
+ */
 bool
 svcbus_cache_shared_get(const SvcbusCacheKey *key, bytea **value, uint64 *version,
                         int64 *expires_at, uint32 *generation)
 {
     LWLock     *lock;
     SvcbusCache *c = part_of(key, &lock);
+    volatile uint32 *seq = &c->seq;
+    int64       now = svcbus_cache_now();
     const char *val;
     uint32      vlen;
+    uint64      ver = 0;
+    int64       ex = 0;
+    uint32      gen = 0;
+    bytea      *copy = NULL;
     bool        hit;
 
+    for (int attempt = 0; attempt < 2; attempt++)
+    {
+        uint32      s1 = *seq;
+        SvcbusCacheRc rc;
+
+        if (s1 & 1)
+            continue;           /* a writer is at work */
+        pg_read_barrier();
+        rc = svcbus_cache_peek(c, key->data, key->len, now, &val, &vlen, &ver, &ex, &gen);
+        if (rc == SVCBUS_CACHE_OK && value)
+            copy_out(val, vlen, &copy);
+        pg_read_barrier();
+        if (rc != SVCBUS_CACHE_STALE && *seq == s1)
+        {
+            hit = (rc == SVCBUS_CACHE_OK);
+            goto done;
+        }
+        if (copy)
+        {
+            pfree(copy);
+            copy = NULL;
+        }
+    }
+
     LWLockAcquire(lock, LW_SHARED);
-    hit = svcbus_cache_get(c, key->data, key->len, svcbus_cache_now(), &val, &vlen, version)
-        == SVCBUS_CACHE_OK;
+    hit = svcbus_cache_get(c, key->data, key->len, now, &val, &vlen, &ver) == SVCBUS_CACHE_OK;
+    gen = svcbus_cache_generation(c, key->data, key->len);
+    if (hit)
+    {
+        /* the item header sits just before its key */
+        ex = ((const SvcbusCacheItem *) (val - key->len - sizeof(SvcbusCacheItem)))->expires_at;
+        if (value)
+            copy_out(val, vlen, &copy);
+    }
+    LWLockRelease(lock);
+
+done:
     if (generation)
-        *generation = svcbus_cache_generation(c, key->data, key->len);
+        *generation = gen;
     if (hit)
     {
         if (value)
-        {
-            bytea      *b = (bytea *) palloc(VARHDRSZ + vlen);
-
-            SET_VARSIZE(b, VARHDRSZ + vlen);
-            memcpy(VARDATA(b), val, vlen);
-            *value = b;
-        }
+            *value = copy;
+        if (version)
+            *version = ver;
         if (expires_at)
-        {
-            /* the item header sits just before its key */
-            const SvcbusCacheItem *it = (const SvcbusCacheItem *)
-                (val - key->len - sizeof(SvcbusCacheItem));
-
-            *expires_at = it->expires_at;
-        }
+            *expires_at = ex;
     }
-    LWLockRelease(lock);
     return hit;
 }
 
@@ -281,10 +349,12 @@ svcbus_cache_shared_store(const SvcbusCacheKey *key, SvcbusCacheStoreMode mode,
     SvcbusCacheRc rc;
 
     LWLockAcquire(lock, LW_EXCLUSIVE);
+    write_begin(c);
     rc = svcbus_cache_store(c, mode, key->data, key->len, val, vlen, expires_at, cond,
                             svcbus_cache_now(), NULL);
     if (rc == SVCBUS_CACHE_FULL && mode != SVCBUS_CACHE_ADD && mode != SVCBUS_CACHE_FILL)
         (void) svcbus_cache_delete(c, key->data, key->len, svcbus_cache_now());
+    write_end(c);
     LWLockRelease(lock);
     return rc;
 }
@@ -297,7 +367,9 @@ svcbus_cache_shared_delete(const SvcbusCacheKey *key)
     SvcbusCacheRc rc;
 
     LWLockAcquire(lock, LW_EXCLUSIVE);
+    write_begin(c);
     rc = svcbus_cache_delete(c, key->data, key->len, svcbus_cache_now());
+    write_end(c);
     LWLockRelease(lock);
     return rc;
 }
@@ -310,7 +382,9 @@ svcbus_cache_shared_touch(const SvcbusCacheKey *key, int64 expires_at)
     SvcbusCacheRc rc;
 
     LWLockAcquire(lock, LW_EXCLUSIVE);
+    write_begin(c);
     rc = svcbus_cache_touch(c, key->data, key->len, expires_at, svcbus_cache_now());
+    write_end(c);
     LWLockRelease(lock);
     return rc;
 }
@@ -324,10 +398,12 @@ svcbus_cache_shared_incr(const SvcbusCacheKey *key, int64 delta, int64 create_ex
     SvcbusCacheRc rc;
 
     LWLockAcquire(lock, LW_EXCLUSIVE);
+    write_begin(c);
     rc = svcbus_cache_incr(c, key->data, key->len, delta, true, create_expires_at,
                            svcbus_cache_now(), result);
     if (rc == SVCBUS_CACHE_FULL)
         (void) svcbus_cache_delete(c, key->data, key->len, svcbus_cache_now());
+    write_end(c);
     LWLockRelease(lock);
     return rc;
 }
@@ -342,8 +418,12 @@ svcbus_cache_shared_flush(const char *prefix, uint16 plen)
     {
         LWLock     *lock = &cache_shared->locks[i].lock;
 
+        SvcbusCache *c = svcbus_cache_part(cache_pool, i);
+
         LWLockAcquire(lock, LW_EXCLUSIVE);
-        n += svcbus_cache_flush_prefix(svcbus_cache_part(cache_pool, i), prefix, plen);
+        write_begin(c);
+        n += svcbus_cache_flush_prefix(c, prefix, plen);
+        write_end(c);
         LWLockRelease(lock);
     }
     return n;
@@ -373,7 +453,9 @@ svcbus_cache_shared_expire(int passes)
         for (int64 k = 0; k < todo; k++)
         {
             LWLockAcquire(lock, LW_EXCLUSIVE);
+            write_begin(c);
             n += svcbus_cache_sweep(c, now, 1);
+            write_end(c);
             LWLockRelease(lock);
         }
     }

@@ -492,6 +492,52 @@ svcbus_cache_get(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
     return SVCBUS_CACHE_OK;
 }
 
+#define RD(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+SvcbusCacheRc
+svcbus_cache_peek(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
+                  const char **val, uint32_t *vlen, uint64_t *version,
+                  int64_t *expires_at, uint32_t *generation)
+{
+    SvcbusCachePool *pool = pool_of(c);     /* read-only after init */
+    uint64_t    area = (uint64_t) pool->npages * pool->page_size;
+    uint32_t    h = svcbus_cache_hash(key, klen);
+    int32_t     ref = RD(buckets(c)[h & (pool->nbuckets - 1)]);
+
+    *generation = RD(*gen_slot(c, h));
+    for (int steps = 0; ref >= 0; steps++)
+    {
+        uint64_t    off = (uint64_t) ref * 8;
+        SvcbusCacheItem *it;
+        uint16_t    kl;
+
+        if (steps >= 64 || off + sizeof(SvcbusCacheItem) + SVCBUS_CACHE_KEY_MAX > area)
+            return SVCBUS_CACHE_STALE;
+        it = item_at(c, ref);
+        kl = RD(it->klen);
+        if (kl == klen && memcmp(item_key(it), key, klen) == 0)
+        {
+            uint32_t    vl = RD(it->vlen);
+            int64_t     ex = RD(it->expires_at);
+
+            if (RD(it->in_use) != 1 || vl > pool->page_size ||
+                off + sizeof(SvcbusCacheItem) + kl + vl > area)
+                return SVCBUS_CACHE_STALE;
+            if (ex != 0 && ex <= now)
+                return SVCBUS_CACHE_MISS;
+            if (RD(it->clock) == 0)
+                __atomic_store_n(&it->clock, 1, __ATOMIC_RELAXED);
+            *val = item_key(it) + kl;
+            *vlen = vl;
+            *version = RD(it->version);
+            *expires_at = ex;
+            return SVCBUS_CACHE_OK;
+        }
+        ref = RD(it->next);
+    }
+    return SVCBUS_CACHE_MISS;
+}
+
 /* The live item of key, reclaiming it if it has expired. */
 static SvcbusCacheItem *
 find_live(SvcbusCache *c, const char *key, uint16_t klen, int64_t now)

@@ -99,6 +99,9 @@ typedef struct SvcbusCachePool
 typedef struct SvcbusCache
 {
     int64_t     pool_off;       /* pool address minus this partition's */
+    uint32_t    seq;            /* odd while a writer changes the partition
+                                 * (callers' business: see svcbus_cache_peek) */
+    uint32_t    pad;
     uint64_t    version;        /* last version handed out */
     int32_t     nclasses;
     int32_t     sweep_cls;      /* sweeper position: class, */
@@ -140,6 +143,17 @@ size_t      svcbus_cache_item_overhead(void);
 /* Read-only (see the concurrency contract): MISS for absent or expired. */
 SvcbusCacheRc svcbus_cache_get(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
                                const char **val, uint32_t *vlen, uint64_t *version);
+/*
+ * Lock-free lookup for readers that validate it with the partition's seq
+ * (even and unchanged around the call and the copy of the value): every
+ * offset is checked against the arena and chain walks are bounded, so a
+ * concurrent writer can only make the result wrong, never fault.  STALE:
+ * inconclusive (retry, or use the lock).  Also returns the slot generation.
+ */
+SvcbusCacheRc svcbus_cache_peek(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
+                                const char **val, uint32_t *vlen, uint64_t *version,
+                                int64_t *expires_at, uint32_t *generation);
+
 /* Generation of the key's slot: moves with every write to any key of the slot. */
 uint32_t    svcbus_cache_generation(SvcbusCache *c, const char *key, uint16_t klen);
 

@@ -6,6 +6,7 @@ and keeps serving, the sweeper reclaims expired items, contents do not
 survive a crash restart, and the cache can be turned off.
 """
 import os
+import random
 import shutil
 import signal
 import threading
@@ -337,3 +338,63 @@ def test_persist_dumps_at_clean_shutdown_and_reloads_once():
         assert "ignoring dump" in c.log_text()
     finally:
         c.destroy()
+
+
+READ_CHECK = """
+SELECT count(*) FILTER (WHERE v IS NOT NULL) AS hits,
+       count(*) FILTER (WHERE v IS NOT NULL AND NOT (
+           split_part(v, ':', 2) = k::text
+           AND length(v) = length('s:' || k || ':' || split_part(v, ':', 3) || ':') + split_part(v, ':', 3)::int
+           AND rtrim(substr(v, length('s:' || k || ':' || split_part(v, ':', 3) || ':') + 1), 'x') = ''))
+         AS torn
+  FROM (SELECT i % 500 AS k, svcbus.cache_get_text('s:' || (i % 500)) AS v
+          FROM generate_series(1, 3000) i) t
+"""
+
+
+def test_lock_free_reads_never_see_a_torn_value(cluster):
+    """3 writers churn 500 keys in the 8MB cache (values of 0-20000 bytes, so
+    evictions and page moves between size classes; deletes and flushes) while
+    3 readers read them without locks (seq-validated): every value read is
+    whole and belongs to its key, and no read fails."""
+    stop = threading.Event()
+    errors = []
+    stats_ = {"hits": 0, "torn": 0, "rounds": 0}
+
+    def writer():
+        try:
+            with cluster.connect() as c:
+                while not stop.is_set():
+                    c.execute("""SELECT count(svcbus.cache_set('s:' || k, 's:' || k || ':' || n || ':' || repeat('x', n)))
+                                   FROM (SELECT (random() * 499)::int AS k, (random() * random() * 20000)::int AS n
+                                           FROM generate_series(1, 200)) t""")
+                    c.execute("SELECT svcbus.cache_delete('s:' || (random() * 499)::int)")
+                    if random.random() < 0.05:
+                        c.execute("SELECT svcbus.cache_flush('s')")
+        except Exception as e:             # noqa: BLE001
+            errors.append(e)
+
+    def reader():
+        try:
+            with cluster.connect() as c:
+                while not stop.is_set():
+                    hits, torn = c.execute(READ_CHECK).fetchone()
+                    stats_["hits"] += hits
+                    stats_["torn"] += torn
+                    stats_["rounds"] += 1
+        except Exception as e:             # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer) for _ in range(3)] + \
+              [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    time.sleep(8)
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    assert stats_["torn"] == 0
+    assert stats_["rounds"] > 10 and stats_["hits"] > 1000
+    s = stats(cluster)
+    assert s["bytes_used"] <= s["bytes_allocated"] <= s["bytes_budget"]

@@ -700,6 +700,65 @@ class Bench:
         if "unlogged_join" in L:
             plan = self.admin.execute("EXPLAIN " + LOOP_SQL["unlogged_join"]).fetchall()
             L["unlogged_join"]["plan"] = [r[0] for r in plan]
+        if "svcbus" in kinds:
+            self.loop_parallel(times)
+
+    def loop_parallel(self, times_one):
+        """The same loops in 2 backends at once (one per core): aggregate gets
+        per second against one backend alone, over the 10000 keys and over
+        one hot key, to show whether reads of a partition contend."""
+        import threading
+        hot = "SELECT count(svcbus.cache_get_text('k:1')) FROM generate_series(1, %d) i" % LOOP_GETS
+        hot_bare = "SELECT count('k:1' || i) FROM generate_series(1, %d) i" % LOOP_GETS
+        conns = [psycopg.connect(self.dsn, autocommit=True) for _ in range(2)]
+        P = self.results["loop"].setdefault("parallel", {})
+        log("  2 backends at once (each %d gets), median of %d:" % (LOOP_GETS, LOOP_REPEAT))
+        try:
+            for name, sql, bare_sql in (("keys", LOOP_SQL["svcbus"], LOOP_SQL["bare"]),
+                                        ("hot key", hot, hot_bare)):
+                res = {}
+                one = {}
+                for label, q in (("bare", bare_sql), ("get", sql)):
+                    t1 = []
+                    for _ in range(LOOP_REPEAT):
+                        t0 = time.perf_counter()
+                        conns[0].execute(q).fetchone()
+                        t1.append(time.perf_counter() - t0)
+                    one[label] = median_of(t1)
+                    walls = []
+                    for _ in range(LOOP_REPEAT):
+                        errs = []
+
+                        def run(c):
+                            try:
+                                if c.execute(q).fetchone()[0] != LOOP_GETS:
+                                    errs.append("count")
+                            except Exception as e:           # noqa: BLE001
+                                errs.append(repr(e))
+                        ths = [threading.Thread(target=run, args=(c,)) for c in conns]
+                        t0 = time.perf_counter()
+                        for t in ths:
+                            t.start()
+                        for t in ths:
+                            t.join()
+                        walls.append(time.perf_counter() - t0)
+                        if errs:
+                            problem("parallel loop %s/%s: %s" % (name, label, errs[0]))
+                    res[label] = median_of(walls)
+                one_get = one["get"] - one["bare"]
+                two_get = res["get"] - res["bare"]
+                # aggregate gets/s net of the loop itself: 2*N gets in two_get seconds
+                P[name] = {"wall_get_s": res["get"], "wall_bare_s": res["bare"],
+                           "gets_per_s_1": LOOP_GETS / one_get if one_get > 0 else None,
+                           "gets_per_s_2": 2 * LOOP_GETS / two_get if two_get > 0 else None}
+                P[name]["speedup"] = (P[name]["gets_per_s_2"] / P[name]["gets_per_s_1"]
+                                      if P[name]["gets_per_s_1"] and P[name]["gets_per_s_2"] else None)
+                log("    %-8s %.3f s (bare %.3f s): %s gets/s vs %s with one backend (%sx)"
+                    % (name, res["get"], res["bare"], _f(P[name]["gets_per_s_2"], "%.0f"),
+                       _f(P[name]["gets_per_s_1"], "%.0f"), _f(P[name]["speedup"], "%.2f")))
+        finally:
+            for c in conns:
+                c.close()
 
     # -- everything -----------------------------------------------------------
     def run(self):
@@ -812,6 +871,11 @@ def report(results):
             rows.append(("loop, table as join", "ns per get (lower=better)", "%.0f",
                          {"svcbus": L.get("svcbus", {}).get("ns_per_get"),
                           "unlogged": L["unlogged_join"]["ns_per_get"]}))
+    for name in ("keys", "hot key"):
+        x = L.get("parallel", {}).get(name)
+        if x and x.get("speedup"):
+            rows.append(("loop, 2 backends, %s" % name, "speedup over 1 backend", "%.2f",
+                         {"svcbus": x["speedup"]}))
     if M:
         rows.append(("memory per item", "header bytes (lower=better)", "%.1f",
                      {"svcbus": M.get("svcbus", {}).get("header_overhead_per_item"),
