@@ -43,6 +43,14 @@
 
 #define MAX_TTL_SECS (10.0 * 365 * 24 * 3600)
 
+/*
+ * An SQL-callable entry point that forwards to a shared implementation
+ * (one per value type of the overloaded SQL functions).
+ */
+#define SVCBUS_SQL_ENTRY(fn, call) \
+    PG_FUNCTION_INFO_V1(fn); \
+    Datum fn(PG_FUNCTION_ARGS) { return call; }
+
 typedef enum ValueType
 {
     VT_BYTEA,
@@ -220,30 +228,13 @@ get_common(FunctionCallInfo fcinfo, ValueType vt)
     return value_datum(r.value, vt);
 }
 
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_get);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_get_text);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_get_jsonb);
 
-/* cache_get(key) -> bytea, NULL on a miss. */
-Datum
-svcbus_sql_cache_get(PG_FUNCTION_ARGS)
-{
-    return get_common(fcinfo, VT_BYTEA);
-}
-
-/* cache_get_text(key) -> text; 22021 if the bytes are not valid text. */
-Datum
-svcbus_sql_cache_get_text(PG_FUNCTION_ARGS)
-{
-    return get_common(fcinfo, VT_TEXT);
-}
-
-/* cache_get_jsonb(key) -> jsonb; 22P02 if the value is not JSON. */
-Datum
-svcbus_sql_cache_get_jsonb(PG_FUNCTION_ARGS)
-{
-    return get_common(fcinfo, VT_JSONB);
-}
+/* cache_get(key) -> bytea, cache_get_text -> text (22021 if the bytes are
+ * not valid text), cache_get_jsonb -> jsonb (22P02 if not JSON); NULL on a
+ * miss. */
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_get, get_common(fcinfo, VT_BYTEA))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_get_text, get_common(fcinfo, VT_TEXT))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_get_jsonb, get_common(fcinfo, VT_JSONB))
 
 static Datum
 mget_common(FunctionCallInfo fcinfo, ValueType vt)
@@ -294,22 +285,11 @@ mget_common(FunctionCallInfo fcinfo, ValueType vt)
                                              -1, false, TYPALIGN_INT));
 }
 
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_mget);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_mget_text);
 
-/* cache_mget(keys text[]) -> bytea[]: values in key order, NULL for misses. */
-Datum
-svcbus_sql_cache_mget(PG_FUNCTION_ARGS)
-{
-    return mget_common(fcinfo, VT_BYTEA);
-}
-
-/* cache_mget_text(keys text[]) -> text[]. */
-Datum
-svcbus_sql_cache_mget_text(PG_FUNCTION_ARGS)
-{
-    return mget_common(fcinfo, VT_TEXT);
-}
+/* cache_mget(keys text[]) -> bytea[], cache_mget_text -> text[]: values in
+ * key order, NULL for misses. */
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_mget, mget_common(fcinfo, VT_BYTEA))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_mget_text, mget_common(fcinfo, VT_TEXT))
 
 PG_FUNCTION_INFO_V1(svcbus_sql_cache_gets);
 
@@ -413,95 +393,22 @@ store_common(FunctionCallInfo fcinfo, ValueType vt, SvcbusCacheStoreMode mode)
     PG_RETURN_BOOL(true);
 }
 
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_set);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_set_text);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_set_jsonb);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_add);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_add_text);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_add_jsonb);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_replace);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_replace_text);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_replace_jsonb);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_cas);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_cas_text);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_cas_jsonb);
 
-/* cache_set(key, value, ttl) -> void: stored at commit. */
-Datum
-svcbus_sql_cache_set(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_BYTEA, SVCBUS_CACHE_SET);
-}
-
-Datum
-svcbus_sql_cache_set_text(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_TEXT, SVCBUS_CACHE_SET);
-}
-
-Datum
-svcbus_sql_cache_set_jsonb(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_JSONB, SVCBUS_CACHE_SET);
-}
-
-/* cache_add(key, value, ttl) -> bool: stored at commit if the key is absent. */
-Datum
-svcbus_sql_cache_add(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_BYTEA, SVCBUS_CACHE_ADD);
-}
-
-Datum
-svcbus_sql_cache_add_text(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_TEXT, SVCBUS_CACHE_ADD);
-}
-
-Datum
-svcbus_sql_cache_add_jsonb(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_JSONB, SVCBUS_CACHE_ADD);
-}
-
-/* cache_replace(key, value, ttl) -> bool: stored at commit if present. */
-Datum
-svcbus_sql_cache_replace(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_BYTEA, SVCBUS_CACHE_REPLACE);
-}
-
-Datum
-svcbus_sql_cache_replace_text(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_TEXT, SVCBUS_CACHE_REPLACE);
-}
-
-Datum
-svcbus_sql_cache_replace_jsonb(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_JSONB, SVCBUS_CACHE_REPLACE);
-}
-
-/* cache_cas(key, value, version, ttl) -> bool: stored at commit if the
- * key still has that version (from cache_gets). */
-Datum
-svcbus_sql_cache_cas(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_BYTEA, SVCBUS_CACHE_CAS);
-}
-
-Datum
-svcbus_sql_cache_cas_text(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_TEXT, SVCBUS_CACHE_CAS);
-}
-
-Datum
-svcbus_sql_cache_cas_jsonb(PG_FUNCTION_ARGS)
-{
-    return store_common(fcinfo, VT_JSONB, SVCBUS_CACHE_CAS);
-}
+/* cache_set/add/replace(key, value, ttl) and cache_cas(key, value, version,
+ * ttl), for bytea, text and jsonb values: set -> void, the others -> whether
+ * the write is made (at commit). */
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_set, store_common(fcinfo, VT_BYTEA, SVCBUS_CACHE_SET))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_set_text, store_common(fcinfo, VT_TEXT, SVCBUS_CACHE_SET))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_set_jsonb, store_common(fcinfo, VT_JSONB, SVCBUS_CACHE_SET))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_add, store_common(fcinfo, VT_BYTEA, SVCBUS_CACHE_ADD))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_add_text, store_common(fcinfo, VT_TEXT, SVCBUS_CACHE_ADD))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_add_jsonb, store_common(fcinfo, VT_JSONB, SVCBUS_CACHE_ADD))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_replace, store_common(fcinfo, VT_BYTEA, SVCBUS_CACHE_REPLACE))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_replace_text, store_common(fcinfo, VT_TEXT, SVCBUS_CACHE_REPLACE))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_replace_jsonb, store_common(fcinfo, VT_JSONB, SVCBUS_CACHE_REPLACE))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_cas, store_common(fcinfo, VT_BYTEA, SVCBUS_CACHE_CAS))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_cas_text, store_common(fcinfo, VT_TEXT, SVCBUS_CACHE_CAS))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_cas_jsonb, store_common(fcinfo, VT_JSONB, SVCBUS_CACHE_CAS))
 
 PG_FUNCTION_INFO_V1(svcbus_sql_cache_delete);
 
@@ -827,27 +734,11 @@ get_or_load_common(FunctionCallInfo fcinfo, ValueType vt)
     return value_datum(b, vt);
 }
 
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_get_or_load);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_get_or_load_text);
-PG_FUNCTION_INFO_V1(svcbus_sql_cache_get_or_load_jsonb);
 
-Datum
-svcbus_sql_cache_get_or_load(PG_FUNCTION_ARGS)
-{
-    return get_or_load_common(fcinfo, VT_BYTEA);
-}
-
-Datum
-svcbus_sql_cache_get_or_load_text(PG_FUNCTION_ARGS)
-{
-    return get_or_load_common(fcinfo, VT_TEXT);
-}
-
-Datum
-svcbus_sql_cache_get_or_load_jsonb(PG_FUNCTION_ARGS)
-{
-    return get_or_load_common(fcinfo, VT_JSONB);
-}
+/* cache_get_or_load(key, loader, ttl) -> bytea, _text -> text, _jsonb -> jsonb. */
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_get_or_load, get_or_load_common(fcinfo, VT_BYTEA))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_get_or_load_text, get_or_load_common(fcinfo, VT_TEXT))
+SVCBUS_SQL_ENTRY(svcbus_sql_cache_get_or_load_jsonb, get_or_load_common(fcinfo, VT_JSONB))
 
 /* ---------------------------------------------------------------------
  * Stats
