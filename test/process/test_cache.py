@@ -398,3 +398,30 @@ def test_lock_free_reads_never_see_a_torn_value(cluster):
     assert stats_["rounds"] > 10 and stats_["hits"] > 1000
     s = stats(cluster)
     assert s["bytes_used"] <= s["bytes_allocated"] <= s["bytes_budget"]
+
+
+def test_full_cache_with_nothing_evictable_warns_and_leaves_no_stale_value():
+    """A 4MB cache (16 pages of 256kB, one partition) holding 16 values that
+    each fill a page: replacing the last one with a small value needs a page
+    for the small size class, and the only page that could move holds the
+    value being replaced.  The commit succeeds with WARNING 53200, the key is
+    left absent (never the old value) and store_failures counts it; the
+    cache keeps working."""
+    c = Cluster("cache-full", extra_conf={"svcbus.cache_memory": "'4MB'"})
+    c.start()
+    try:
+        with c.connect() as conn:
+            notices = []
+            conn.add_notice_handler(lambda d: notices.append((d.sqlstate, d.message_primary)))
+            for i in range(1, 17):
+                conn.execute("SELECT svcbus.cache_set(%s, repeat('x', 250 * 1024))", ("big:%d" % i,))
+            assert one(conn, "SELECT items FROM svcbus.cache_stats") == 16
+            conn.execute("SELECT svcbus.cache_set('big:16', 'small')")
+            assert ("53200", "svcbus cache is full: a committed write was not stored") in notices
+            assert one(conn, "SELECT svcbus.cache_get_text('big:16')") is None
+            assert one(conn, "SELECT store_failures FROM svcbus.cache_stats") == 1
+            # another key can still be stored (a page moves to the small class)
+            conn.execute("SELECT svcbus.cache_set('small:1', 'v')")
+            assert one(conn, "SELECT svcbus.cache_get_text('small:1')") == "v"
+    finally:
+        c.destroy()
