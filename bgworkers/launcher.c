@@ -185,6 +185,17 @@ supervise_child(int slot, TimestampTz now)
             return secs * 1000 + usecs / 1000 + 1;
         }
 
+        /*
+         * "starting" before the child exists: once registered it may run and
+         * claim the slot ("running", its PID) before we get here again, and
+         * must not be overwritten.
+         */
+        SpinLockAcquire(&s->mutex);
+        s->state = SVCBUS_WORKER_STARTING;
+        s->pid = 0;
+        strlcpy(s->detail, "starting", sizeof(s->detail));
+        SpinLockRelease(&s->mutex);
+
         if (!start_child(slot))
         {
             SpinLockAcquire(&s->mutex);
@@ -197,13 +208,12 @@ supervise_child(int slot, TimestampTz now)
             return svcbus_restart_backoff_min_ms;
         }
 
-        SpinLockAcquire(&s->mutex);
         if (restart)
+        {
+            SpinLockAcquire(&s->mutex);
             s->restarts++;
-        s->state = SVCBUS_WORKER_STARTING;
-        s->pid = 0;
-        strlcpy(s->detail, "starting", sizeof(s->detail));
-        SpinLockRelease(&s->mutex);
+            SpinLockRelease(&s->mutex);
+        }
     }
     return sleep_ms;
 }
