@@ -408,7 +408,11 @@ svcbus_cache_shared_incr(const SvcbusCacheKey *key, int64 delta, int64 create_ex
     return rc;
 }
 
-/* Delete every key starting with prefix, a partition at a time. */
+/*
+ * Delete every key starting with prefix: per partition, move its
+ * generations, then one page per lock hold (runs at commit with interrupts
+ * held, so no long lock holds even on a large cache).
+ */
 int64
 svcbus_cache_shared_flush(const char *prefix, uint16 plen)
 {
@@ -417,14 +421,26 @@ svcbus_cache_shared_flush(const char *prefix, uint16 plen)
     for (int i = 0; i < cache_shared->nparts; i++)
     {
         LWLock     *lock = &cache_shared->locks[i].lock;
-
         SvcbusCache *c = svcbus_cache_part(cache_pool, i);
 
         LWLockAcquire(lock, LW_EXCLUSIVE);
         write_begin(c);
-        n += svcbus_cache_flush_prefix(c, prefix, plen);
+        svcbus_cache_flush_begin(c);
         write_end(c);
         LWLockRelease(lock);
+        for (int cls = 0; cls < c->nclasses; cls++)
+        {
+            bool        more = true;
+
+            for (int32 ord = 0; more; ord++)
+            {
+                LWLockAcquire(lock, LW_EXCLUSIVE);
+                write_begin(c);
+                n += svcbus_cache_flush_page(c, prefix, plen, cls, ord, &more);
+                write_end(c);
+                LWLockRelease(lock);
+            }
+        }
     }
     return n;
 }

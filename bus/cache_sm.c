@@ -794,16 +794,57 @@ is_expired(SvcbusCacheItem *it, const void *arg, int64_t now)
     return expired(it, now);
 }
 
-int64_t
-svcbus_cache_flush_prefix(SvcbusCache *c, const char *prefix, uint16_t plen)
+void
+svcbus_cache_flush_begin(SvcbusCache *c)
 {
-    PrefixArg   a = {prefix, plen};
     uint32_t    ng = pool_of(c)->ngens;
 
     /* Every slot moves: a fill that looked before the flush must not land. */
     for (uint32_t i = 0; i < ng; i++)
         gens(c)[i]++;
+}
+
+int64_t
+svcbus_cache_flush_prefix(SvcbusCache *c, const char *prefix, uint16_t plen)
+{
+    PrefixArg   a = {prefix, plen};
+
+    svcbus_cache_flush_begin(c);
     return for_each_item(c, has_prefix, &a, 0, INT64_MAX, false);
+}
+
+int64_t
+svcbus_cache_flush_page(SvcbusCache *c, const char *prefix, uint16_t plen,
+                        int cls, int32_t ord, bool *more)
+{
+    SvcbusCachePool *pool = pool_of(c);
+    SvcbusCacheClass *cl;
+    int32_t     p;
+    int64_t     n = 0;
+
+    *more = false;
+    if (cls < 0 || cls >= c->nclasses)
+        return 0;
+    cl = &c->classes[cls];
+    if (ord >= cl->npages)
+        return 0;
+    p = cl->first_page;
+    for (int32_t k = 0; k < ord && p >= 0; k++)
+        p = page_next(pool)[p];
+    if (p < 0)
+        return 0;
+    for (uint32_t off = 0; off + cl->chunk_size <= pool->page_size; off += cl->chunk_size)
+    {
+        SvcbusCacheItem *it = (SvcbusCacheItem *) (page_addr(c, p) + off);
+
+        if (it->in_use == 1 && it->klen >= plen && memcmp(item_key(it), prefix, plen) == 0)
+        {
+            unlink_item(c, it);
+            n++;
+        }
+    }
+    *more = true;
+    return n;
 }
 
 int64_t

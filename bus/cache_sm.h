@@ -172,6 +172,17 @@ SvcbusCacheRc svcbus_cache_incr(SvcbusCache *c, const char *key, uint16_t klen, 
                                 int64_t now, int64_t *result);
 /* Delete every key that starts with prefix (a namespace); returns how many. */
 int64_t     svcbus_cache_flush_prefix(SvcbusCache *c, const char *prefix, uint16_t plen);
+/*
+ * The same in steps, so a caller can release its lock in between: first
+ * move every generation (fills that looked before must not land), then
+ * flush page number ord of class cls, for ord = 0, 1, ... until *more is
+ * false, for each class.  Safe across steps: pages only leave a class from
+ * the end of its list (their items evicted) and join it at the end (with
+ * newer items), so the pages present at the start keep their numbers.
+ */
+void        svcbus_cache_flush_begin(SvcbusCache *c);
+int64_t     svcbus_cache_flush_page(SvcbusCache *c, const char *prefix, uint16_t plen,
+                                    int cls, int32_t ord, bool *more);
 /* Reclaim up to max expired items; returns how many. */
 int64_t     svcbus_cache_expire(SvcbusCache *c, int64_t now, int64_t max);
 

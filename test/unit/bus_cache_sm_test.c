@@ -112,6 +112,21 @@ namespaces_flush(void **state)
     svcbus_cache_store(c, SVCBUS_CACHE_SET, K("user:2"), "b", 1, 0, 0, 0, NULL);
     svcbus_cache_store(c, SVCBUS_CACHE_SET, K("order:1"), "c", 1, 0, 0, 0, NULL);
     assert_int_equal(svcbus_cache_flush_prefix(c, K("user:")), 2);
+    /* the stepwise flush removes the same */
+    svcbus_cache_store(c, SVCBUS_CACHE_SET, K("user:3"), "d", 1, 0, 0, 0, NULL);
+    {
+        int64_t     n = 0;
+
+        svcbus_cache_flush_begin(c);
+        for (int cls = 0; cls < c->nclasses; cls++)
+        {
+            bool        more = true;
+
+            for (int32_t ord = 0; more; ord++)
+                n += svcbus_cache_flush_page(c, K("user:"), cls, ord, &more);
+        }
+        assert_int_equal(n, 1);
+    }
     assert_int_equal(svcbus_cache_get(c, K("order:1"), 0, NULL, NULL, NULL), SVCBUS_CACHE_OK);
     assert_int_equal(c->stats.items, 1);
     free(arena);
