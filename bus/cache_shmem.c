@@ -52,13 +52,11 @@ typedef struct CacheShared
 {
     int         nparts;
     int         ncounters;
-    LWLockPadded *locks;        /* the "svcbus cache" tranche (same address in
-                                 * every process: PostgreSQL maps the main
-                                 * segment at one address) */
     /* then: SvcbusCacheCounters counters[ncounters] */
 } CacheShared;
 
 static CacheShared *cache_shared = NULL;
+static LWLockPadded *cache_locks = NULL;    /* the "svcbus cache" tranche, this process */
 
 static void load_dump(void);
 static SvcbusCachePool *cache_pool = NULL;
@@ -156,6 +154,7 @@ svcbus_cache_shmem_init(void)
 
     base = ShmemInitStruct("svcbus cache", svcbus_cache_shmem_size(), &found);
     cache_shared = (CacheShared *) base;
+    cache_locks = GetNamedLWLockTranche("svcbus cache");
     /* one cache line per backend's counters: no false sharing between cores */
     cache_counters = (SvcbusCacheCounters *) TYPEALIGN(64, base + sizeof(CacheShared));
     if (svcbus_cache_memory_mb > 0)
@@ -177,7 +176,6 @@ svcbus_cache_shmem_init(void)
 
         cache_shared->nparts = (int) cache_nparts();
         cache_shared->ncounters = cache_ncounters();
-        cache_shared->locks = GetNamedLWLockTranche("svcbus cache");
         memset(cache_counters, 0, sizeof(SvcbusCacheCounters) * cache_ncounters());
         if (!IsUnderPostmaster && !load_tried && cache_pool != NULL)
         {
@@ -234,7 +232,7 @@ part_of(const SvcbusCacheKey *key, LWLock **lock)
 {
     uint32      i = svcbus_cache_part_of(cache_pool, key->hash);
 
-    *lock = &cache_shared->locks[i].lock;
+    *lock = &cache_locks[i].lock;
     return svcbus_cache_part(cache_pool, i);
 }
 
@@ -420,7 +418,7 @@ svcbus_cache_shared_flush(const char *prefix, uint16 plen)
 
     for (int i = 0; i < cache_shared->nparts; i++)
     {
-        LWLock     *lock = &cache_shared->locks[i].lock;
+        LWLock     *lock = &cache_locks[i].lock;
         SvcbusCache *c = svcbus_cache_part(cache_pool, i);
 
         LWLockAcquire(lock, LW_EXCLUSIVE);
@@ -461,7 +459,7 @@ svcbus_cache_shared_expire(int passes)
         return 0;
     for (int i = 0; i < cache_shared->nparts; i++)
     {
-        LWLock     *lock = &cache_shared->locks[i].lock;
+        LWLock     *lock = &cache_locks[i].lock;
         SvcbusCache *c = svcbus_cache_part(cache_pool, i);
         int64       pages = c->stats.bytes_budget / cache_pool->page_size;     /* racy read: a hint */
         int64       todo = Max(4, (pages + passes - 1) / Max(passes, 1));
@@ -486,7 +484,7 @@ svcbus_cache_totals(SvcbusCacheTotals *out)
     out->budget = (int64) cache_pool->npages * cache_pool->page_size;
     for (int i = 0; i < cache_shared->nparts; i++)
     {
-        LWLock     *lock = &cache_shared->locks[i].lock;
+        LWLock     *lock = &cache_locks[i].lock;
         SvcbusCache *c = svcbus_cache_part(cache_pool, i);
 
         LWLockAcquire(lock, LW_SHARED);

@@ -78,7 +78,9 @@ typedef struct SvcbusCacheClass
     int32_t     first_page;     /* pages of this class, chained; -1 */
 } SvcbusCacheClass;
 
-/* The pool: pages and the page table, shared by the partitions. */
+/* The pool: pages and the page table, shared by the partitions.  Read-only
+ * after init but next_page (atomic); a page's table entries belong to the
+ * partition that took the page. */
 typedef struct SvcbusCachePool
 {
     uint32_t    page_size;
@@ -95,7 +97,11 @@ typedef struct SvcbusCachePool
     /* then: int32 page_class[npages]; int32 page_next[npages]; partitions; pages */
 } SvcbusCachePool;
 
-/* One partition. */
+/*
+ * One partition.  Every field is the caller's to protect (svcbus: the
+ * partition's LWLock, exclusive to write); seq and what svcbus_cache_peek
+ * reads are also read without it.
+ */
 typedef struct SvcbusCache
 {
     int64_t     pool_off;       /* pool address minus this partition's */
