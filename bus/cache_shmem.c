@@ -33,10 +33,12 @@
 #include "catalog/pg_control.h"
 #include "common/controldata_utils.h"
 #include "lib/stringinfo.h"
+#include "port/pg_bitutils.h"
 #include "storage/fd.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "bus/cache.h"
@@ -62,26 +64,6 @@ static void load_dump(void);
 static SvcbusCachePool *cache_pool = NULL;
 static SvcbusCacheCounters *cache_counters = NULL;
 
-static uint32
-pow2_floor(uint64 n)
-{
-    uint32      p = 1;
-
-    while ((uint64) p * 2 <= n && p < (1u << 30))
-        p *= 2;
-    return p;
-}
-
-static uint32
-pow2_ceil(uint64 n)
-{
-    uint32      p = 1;
-
-    while (p < n && p < (1u << 30))
-        p *= 2;
-    return p;
-}
-
 static size_t
 cache_bytes(void)
 {
@@ -97,7 +79,7 @@ cache_bytes(void)
 uint32
 svcbus_cache_page_size(void)
 {
-    return Max(64 * 1024, pow2_ceil((uint64) (svcbus_cache_max_value_kb + 1) * 1024));
+    return Max(64 * 1024, pg_nextpower2_32((uint32) (svcbus_cache_max_value_kb + 1) * 1024));
 }
 
 /* Partitions: one per 64 pages (so each can hold many size classes), a
@@ -105,7 +87,7 @@ svcbus_cache_page_size(void)
 static uint32
 cache_nparts(void)
 {
-    uint32      n = pow2_floor(cache_bytes() / svcbus_cache_page_size() / 64);
+    uint32      n = (uint32) pg_prevpower2_64(Max(cache_bytes() / svcbus_cache_page_size() / 64, 1));
 
     return Max(1, Min(16, n));
 }
@@ -114,7 +96,7 @@ cache_nparts(void)
 static uint32
 cache_nbuckets(void)
 {
-    return pow2_ceil(Max(cache_bytes() / 256 / cache_nparts(), 64));
+    return (uint32) pg_nextpower2_64(Max(cache_bytes() / 256 / cache_nparts(), 64));
 }
 
 static int
@@ -230,40 +212,29 @@ part_of_nolock(const SvcbusCacheKey *key)
 static SvcbusCache *
 part_of(const SvcbusCacheKey *key, LWLock **lock)
 {
-    uint32      i = svcbus_cache_part_of(cache_pool, key->hash);
-
-    *lock = &cache_locks[i].lock;
-    return svcbus_cache_part(cache_pool, i);
+    *lock = &cache_locks[svcbus_cache_part_of(cache_pool, key->hash)].lock;
+    return part_of_nolock(key);
 }
 
 /*
- * Writers bump the partition's seq to odd before changing it and back to
- * even after, holding its LWLock exclusively; readers that saw the same even
- * seq before and after their lookup and copy read a consistent state.
+ * Every change of a partition: its LWLock exclusively, and its seq odd for
+ * the duration, so lock-free readers that saw the same even seq before and
+ * after their lookup and copy know they read a consistent state.
  */
-static inline void
-write_begin(SvcbusCache *c)
+static void
+write_lock(SvcbusCache *c, LWLock *lock)
 {
+    LWLockAcquire(lock, LW_EXCLUSIVE);
     c->seq++;
     pg_write_barrier();
 }
 
-static inline void
-write_end(SvcbusCache *c)
+static void
+write_unlock(SvcbusCache *c, LWLock *lock)
 {
     pg_write_barrier();
     c->seq++;
-}
-
-static bool
-copy_out(const char *val, uint32 vlen, bytea **value)
-{
-    bytea      *b = (bytea *) palloc(VARHDRSZ + vlen);
-
-    SET_VARSIZE(b, VARHDRSZ + vlen);
-    memcpy(VARDATA(b), val, vlen);
-    *value = b;
-    return true;
+    LWLockRelease(lock);
 }
 
 /*
@@ -297,7 +268,7 @@ svcbus_cache_shared_get(const SvcbusCacheKey *key, bytea **value, uint64 *versio
         pg_read_barrier();
         rc = svcbus_cache_peek(c, key->data, key->len, now, &val, &vlen, &ver, &ex, &gen);
         if (rc == SVCBUS_CACHE_OK && value)
-            copy_out(val, vlen, &copy);
+            copy = (bytea *) cstring_to_text_with_len(val, vlen);
         pg_read_barrier();
         if (rc != SVCBUS_CACHE_STALE && *seq == s1)
         {
@@ -319,7 +290,7 @@ svcbus_cache_shared_get(const SvcbusCacheKey *key, bytea **value, uint64 *versio
         /* the item header sits just before its key */
         ex = ((const SvcbusCacheItem *) (val - key->len - sizeof(SvcbusCacheItem)))->expires_at;
         if (value)
-            copy_out(val, vlen, &copy);
+            copy = (bytea *) cstring_to_text_with_len(val, vlen);
     }
     LWLockRelease(lock);
 
@@ -346,14 +317,12 @@ svcbus_cache_shared_store(const SvcbusCacheKey *key, SvcbusCacheStoreMode mode,
     SvcbusCache *c = part_of(key, &lock);
     SvcbusCacheRc rc;
 
-    LWLockAcquire(lock, LW_EXCLUSIVE);
-    write_begin(c);
+    write_lock(c, lock);
     rc = svcbus_cache_store(c, mode, key->data, key->len, val, vlen, expires_at, cond,
                             svcbus_cache_now(), NULL);
     if (rc == SVCBUS_CACHE_FULL && mode != SVCBUS_CACHE_ADD && mode != SVCBUS_CACHE_FILL)
         (void) svcbus_cache_delete(c, key->data, key->len, svcbus_cache_now());
-    write_end(c);
-    LWLockRelease(lock);
+    write_unlock(c, lock);
     return rc;
 }
 
@@ -364,11 +333,9 @@ svcbus_cache_shared_delete(const SvcbusCacheKey *key)
     SvcbusCache *c = part_of(key, &lock);
     SvcbusCacheRc rc;
 
-    LWLockAcquire(lock, LW_EXCLUSIVE);
-    write_begin(c);
+    write_lock(c, lock);
     rc = svcbus_cache_delete(c, key->data, key->len, svcbus_cache_now());
-    write_end(c);
-    LWLockRelease(lock);
+    write_unlock(c, lock);
     return rc;
 }
 
@@ -379,11 +346,9 @@ svcbus_cache_shared_touch(const SvcbusCacheKey *key, int64 expires_at)
     SvcbusCache *c = part_of(key, &lock);
     SvcbusCacheRc rc;
 
-    LWLockAcquire(lock, LW_EXCLUSIVE);
-    write_begin(c);
+    write_lock(c, lock);
     rc = svcbus_cache_touch(c, key->data, key->len, expires_at, svcbus_cache_now());
-    write_end(c);
-    LWLockRelease(lock);
+    write_unlock(c, lock);
     return rc;
 }
 
@@ -395,14 +360,12 @@ svcbus_cache_shared_incr(const SvcbusCacheKey *key, int64 delta, int64 create_ex
     SvcbusCache *c = part_of(key, &lock);
     SvcbusCacheRc rc;
 
-    LWLockAcquire(lock, LW_EXCLUSIVE);
-    write_begin(c);
+    write_lock(c, lock);
     rc = svcbus_cache_incr(c, key->data, key->len, delta, true, create_expires_at,
                            svcbus_cache_now(), result);
     if (rc == SVCBUS_CACHE_FULL)
         (void) svcbus_cache_delete(c, key->data, key->len, svcbus_cache_now());
-    write_end(c);
-    LWLockRelease(lock);
+    write_unlock(c, lock);
     return rc;
 }
 
@@ -421,22 +384,18 @@ svcbus_cache_shared_flush(const char *prefix, uint16 plen)
         LWLock     *lock = &cache_locks[i].lock;
         SvcbusCache *c = svcbus_cache_part(cache_pool, i);
 
-        LWLockAcquire(lock, LW_EXCLUSIVE);
-        write_begin(c);
+        write_lock(c, lock);
         svcbus_cache_flush_begin(c);
-        write_end(c);
-        LWLockRelease(lock);
+        write_unlock(c, lock);
         for (int cls = 0; cls < c->nclasses; cls++)
         {
             bool        more = true;
 
             for (int32 ord = 0; more; ord++)
             {
-                LWLockAcquire(lock, LW_EXCLUSIVE);
-                write_begin(c);
+                write_lock(c, lock);
                 n += svcbus_cache_flush_page(c, prefix, plen, cls, ord, &more);
-                write_end(c);
-                LWLockRelease(lock);
+                write_unlock(c, lock);
             }
         }
     }
@@ -466,11 +425,9 @@ svcbus_cache_shared_expire(int passes)
 
         for (int64 k = 0; k < todo; k++)
         {
-            LWLockAcquire(lock, LW_EXCLUSIVE);
-            write_begin(c);
+            write_lock(c, lock);
             n += svcbus_cache_sweep(c, now, 1);
-            write_end(c);
-            LWLockRelease(lock);
+            write_unlock(c, lock);
         }
     }
     return n;

@@ -269,20 +269,52 @@ page_addr(SvcbusCache *c, int32_t p)
     return pages(c) + (size_t) p * pool_of(c)->page_size;
 }
 
+/* Page number ord (in list order) of class cls, or -1. */
+static int32_t
+page_of_class(SvcbusCache *c, int cls, int32_t ord)
+{
+    int32_t     p = c->classes[cls].first_page;
+
+    for (int32_t k = 0; k < ord && p >= 0; k++)
+        p = page_next(pool_of(c))[p];
+    return p;
+}
+
 /* Chunk number n of class cls (pages in list order), or NULL. */
 static SvcbusCacheItem *
 class_chunk(SvcbusCache *c, int cls, int32_t n)
 {
-    SvcbusCachePool *pool = pool_of(c);
     SvcbusCacheClass *cl = &c->classes[cls];
-    uint32_t    per_page = pool->page_size / cl->chunk_size;
-    int32_t     p = cl->first_page;
+    int32_t     per_page = (int32_t) (pool_of(c)->page_size / cl->chunk_size);
+    int32_t     p = page_of_class(c, cls, n / per_page);
 
-    for (int32_t k = n / (int32_t) per_page; k > 0 && p >= 0; k--)
-        p = page_next(pool)[p];
     if (p < 0)
         return NULL;
     return (SvcbusCacheItem *) (page_addr(c, p) + (size_t) (n % per_page) * cl->chunk_size);
+}
+
+/* Unlink the items of page p (of class cls) that pred accepts; how many. */
+static int64_t
+unlink_in_page(SvcbusCache *c, int cls, int32_t p,
+               bool (*pred) (SvcbusCacheItem *it, const void *arg, int64_t now),
+               const void *arg, int64_t now, bool count_expiry)
+{
+    uint32_t    cs = c->classes[cls].chunk_size;
+    int64_t     n = 0;
+
+    for (uint32_t off = 0; off + cs <= pool_of(c)->page_size; off += cs)
+    {
+        SvcbusCacheItem *it = (SvcbusCacheItem *) (page_addr(c, p) + off);
+
+        if (it->in_use == 1 && pred(it, arg, now))
+        {
+            if (count_expiry)
+                c->stats.expirations++;
+            unlink_item(c, it);
+            n++;
+        }
+    }
+    return n;
 }
 
 /* Give page p to class cls: append to its list, its chunks to the free list. */
@@ -741,37 +773,6 @@ svcbus_cache_incr(SvcbusCache *c, const char *key, uint16_t klen, int64_t delta,
     return SVCBUS_CACHE_OK;
 }
 
-/* Unlink every item of this partition that pred accepts, up to max. */
-static int64_t
-for_each_item(SvcbusCache *c, bool (*pred) (SvcbusCacheItem *it, const void *arg, int64_t now),
-              const void *arg, int64_t now, int64_t max, bool count_expiry)
-{
-    SvcbusCachePool *pool = pool_of(c);
-    int64_t     n = 0;
-
-    for (int cls = 0; cls < c->nclasses && n < max; cls++)
-    {
-        uint32_t    cs = c->classes[cls].chunk_size;
-
-        for (int32_t p = c->classes[cls].first_page; p >= 0 && n < max; p = page_next(pool)[p])
-        {
-            for (uint32_t off = 0; off + cs <= pool->page_size && n < max; off += cs)
-            {
-                SvcbusCacheItem *it = (SvcbusCacheItem *) (page_addr(c, p) + off);
-
-                if (it->in_use == 1 && pred(it, arg, now))
-                {
-                    if (count_expiry)
-                        c->stats.expirations++;
-                    unlink_item(c, it);
-                    n++;
-                }
-            }
-        }
-    }
-    return n;
-}
-
 typedef struct PrefixArg
 {
     const char *prefix;
@@ -805,64 +806,46 @@ svcbus_cache_flush_begin(SvcbusCache *c)
 }
 
 int64_t
-svcbus_cache_flush_prefix(SvcbusCache *c, const char *prefix, uint16_t plen)
-{
-    PrefixArg   a = {prefix, plen};
-
-    svcbus_cache_flush_begin(c);
-    return for_each_item(c, has_prefix, &a, 0, INT64_MAX, false);
-}
-
-int64_t
 svcbus_cache_flush_page(SvcbusCache *c, const char *prefix, uint16_t plen,
                         int cls, int32_t ord, bool *more)
 {
-    SvcbusCachePool *pool = pool_of(c);
-    SvcbusCacheClass *cl;
+    PrefixArg   a = {prefix, plen};
     int32_t     p;
-    int64_t     n = 0;
 
     *more = false;
-    if (cls < 0 || cls >= c->nclasses)
+    if (cls < 0 || cls >= c->nclasses || ord >= c->classes[cls].npages)
         return 0;
-    cl = &c->classes[cls];
-    if (ord >= cl->npages)
-        return 0;
-    p = cl->first_page;
-    for (int32_t k = 0; k < ord && p >= 0; k++)
-        p = page_next(pool)[p];
+    p = page_of_class(c, cls, ord);
     if (p < 0)
         return 0;
-    for (uint32_t off = 0; off + cl->chunk_size <= pool->page_size; off += cl->chunk_size)
-    {
-        SvcbusCacheItem *it = (SvcbusCacheItem *) (page_addr(c, p) + off);
-
-        if (it->in_use == 1 && it->klen >= plen && memcmp(item_key(it), prefix, plen) == 0)
-        {
-            unlink_item(c, it);
-            n++;
-        }
-    }
     *more = true;
-    return n;
+    return unlink_in_page(c, cls, p, has_prefix, &a, 0, false);
 }
 
 int64_t
-svcbus_cache_expire(SvcbusCache *c, int64_t now, int64_t max)
+svcbus_cache_flush_prefix(SvcbusCache *c, const char *prefix, uint16_t plen)
 {
-    return for_each_item(c, is_expired, NULL, now, max, true);
+    int64_t     n = 0;
+
+    svcbus_cache_flush_begin(c);
+    for (int cls = 0; cls < c->nclasses; cls++)
+    {
+        bool        more = true;
+
+        for (int32_t ord = 0; more; ord++)
+            n += svcbus_cache_flush_page(c, prefix, plen, cls, ord, &more);
+    }
+    return n;
 }
 
 int64_t
 svcbus_cache_sweep(SvcbusCache *c, int64_t now, int npages)
 {
-    SvcbusCachePool *pool = pool_of(c);
     int64_t     n = 0;
     int         scanned = 0;
 
     while (scanned < npages)
     {
-        SvcbusCacheClass *cl;
         int32_t     p;
 
         if (c->sweep_cls >= c->nclasses)
@@ -871,27 +854,15 @@ svcbus_cache_sweep(SvcbusCache *c, int64_t now, int npages)
             c->sweep_ord = 0;
             break;              /* one full pass per call at most */
         }
-        cl = &c->classes[c->sweep_cls];
-        if (c->sweep_ord >= cl->npages)
+        if (c->sweep_ord >= c->classes[c->sweep_cls].npages)
         {
             c->sweep_cls++;
             c->sweep_ord = 0;
             continue;
         }
-        p = cl->first_page;
-        for (int32_t k = 0; k < c->sweep_ord && p >= 0; k++)
-            p = page_next(pool)[p];
-        for (uint32_t off = 0; p >= 0 && off + cl->chunk_size <= pool->page_size; off += cl->chunk_size)
-        {
-            SvcbusCacheItem *it = (SvcbusCacheItem *) (page_addr(c, p) + off);
-
-            if (it->in_use == 1 && expired(it, now))
-            {
-                c->stats.expirations++;
-                unlink_item(c, it);
-                n++;
-            }
-        }
+        p = page_of_class(c, c->sweep_cls, c->sweep_ord);
+        if (p >= 0)
+            n += unlink_in_page(c, c->sweep_cls, p, is_expired, NULL, now, true);
         c->sweep_ord++;
         scanned++;
     }

@@ -189,8 +189,6 @@ int64_t     svcbus_cache_flush_prefix(SvcbusCache *c, const char *prefix, uint16
 void        svcbus_cache_flush_begin(SvcbusCache *c);
 int64_t     svcbus_cache_flush_page(SvcbusCache *c, const char *prefix, uint16_t plen,
                                     int cls, int32_t ord, bool *more);
-/* Reclaim up to max expired items; returns how many. */
-int64_t     svcbus_cache_expire(SvcbusCache *c, int64_t now, int64_t max);
 
 /* Reclaim the expired items of up to npages pages, continuing where the
  * last call stopped; returns how many. */

@@ -29,6 +29,7 @@
 #include "miscadmin.h"
 #include "nodes/pg_list.h"
 #include "storage/lock.h"
+#include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
 
@@ -87,6 +88,14 @@ ws_reset(void)
 }
 
 static void
+ws_key(const SvcbusCacheKey *key, WsKey *k)
+{
+    memset(k, 0, sizeof(*k));   /* hashed as a blob: padding included */
+    k->len = key->len;
+    memcpy(k->data, key->data, key->len);
+}
+
+static void
 index_note(const CacheOp *op, int pos)
 {
     if (op->kind == SVCBUS_CACHE_OP_FLUSH)
@@ -101,9 +110,7 @@ index_note(const CacheOp *op, int pos)
         WsKey       k;
         WsEntry    *e;
 
-        memset(&k, 0, sizeof(k));
-        k.len = op->key.len;
-        memcpy(k.data, op->key.data, op->key.len);
+        ws_key(&op->key, &k);
         e = hash_search(ws_index, &k, HASH_ENTER, NULL);
         e->pos = pos;
     }
@@ -176,9 +183,7 @@ newest_entry(const SvcbusCacheKey *key)
         WsKey       k;
         WsEntry    *e;
 
-        memset(&k, 0, sizeof(k));
-        k.len = key->len;
-        memcpy(k.data, key->data, key->len);
+        ws_key(key, &k);
         e = hash_search(ws_index, &k, HASH_FIND, NULL);
         if (e != NULL)
             pos = e->pos;
@@ -211,13 +216,7 @@ svcbus_cache_ws_lookup(const SvcbusCacheKey *key, bytea **value, int64 *expires_
         (op->view_expires_at != 0 && op->view_expires_at <= svcbus_cache_now()))
         return SVCBUS_CACHE_VIEW_ABSENT;
     if (value)
-    {
-        bytea      *b = (bytea *) palloc(VARHDRSZ + op->view_vlen);
-
-        SET_VARSIZE(b, VARHDRSZ + op->view_vlen);
-        memcpy(VARDATA(b), op->view_val, op->view_vlen);
-        *value = b;
-    }
+        *value = (bytea *) cstring_to_text_with_len(op->view_val, op->view_vlen);
     if (expires_at)
         *expires_at = op->view_expires_at;
     return SVCBUS_CACHE_VIEW_VALUE;

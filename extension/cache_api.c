@@ -62,11 +62,26 @@ typedef enum ValueType
  * Arguments
  * --------------------------------------------------------------------- */
 
+/* key = the database's OID, len bytes of user, and a ':' when colon (a
+ * namespace prefix). */
+static void
+key_build(SvcbusCacheKey *key, const char *user, int len, bool colon)
+{
+    Oid         db = MyDatabaseId;
+
+    memcpy(key->data, &db, sizeof(Oid));
+    if (len > 0)
+        memcpy(key->data + sizeof(Oid), user, len);
+    key->len = (uint16) (sizeof(Oid) + len);
+    if (colon)
+        key->data[key->len++] = ':';
+    key->hash = svcbus_cache_hash(key->data, key->len);
+}
+
 static void
 key_from_text(text *t, SvcbusCacheKey *key)
 {
     int         len = VARSIZE_ANY_EXHDR(t);
-    Oid         db = MyDatabaseId;
 
     if (len == 0)
         ereport(ERROR,
@@ -77,10 +92,7 @@ key_from_text(text *t, SvcbusCacheKey *key)
                 (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
                  errmsg("cache key is too long"),
                  errdetail("The key is %d bytes; the limit is %d.", len, SVCBUS_CACHE_USER_KEY_MAX)));
-    memcpy(key->data, &db, sizeof(Oid));
-    memcpy(key->data + sizeof(Oid), VARDATA_ANY(t), len);
-    key->len = (uint16) (sizeof(Oid) + len);
-    key->hash = svcbus_cache_hash(key->data, key->len);
+    key_build(key, VARDATA_ANY(t), len, false);
 }
 
 static void
@@ -119,15 +131,21 @@ ttl_arg(FunctionCallInfo fcinfo, int n)
     return svcbus_cache_now() + Max((int64) rint(secs * 1000000.0), 1);
 }
 
+static Size
+max_value_bytes(void)
+{
+    return (Size) svcbus_cache_max_value_kb * 1024;
+}
+
 static void
 check_value_size(Size len)
 {
-    if (len > (Size) svcbus_cache_max_value_kb * 1024)
+    if (len > max_value_bytes())
         ereport(ERROR,
                 (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
                  errmsg("cache value is too large"),
-                 errdetail("The value is %zu bytes; the limit is %d bytes.",
-                           len, svcbus_cache_max_value_kb * 1024),
+                 errdetail("The value is %zu bytes; the limit is %zu bytes.",
+                           len, max_value_bytes()),
                  errhint("Raise svcbus.cache_max_value (at most 1023kB; needs a restart).")));
 }
 
@@ -336,6 +354,20 @@ record_store(const SvcbusCacheKey *key, SvcbusCacheStoreMode mode, const char *v
                         false, val, vlen, expires_at);
 }
 
+static void
+record_delete(const SvcbusCacheKey *key)
+{
+    svcbus_cache_ws_add(SVCBUS_CACHE_OP_DELETE, SVCBUS_CACHE_SET, key, NULL, 0, 0, 0, 0,
+                        true, NULL, 0, 0);
+}
+
+static void
+record_flush(const SvcbusCacheKey *prefix)
+{
+    svcbus_cache_ws_add(SVCBUS_CACHE_OP_FLUSH, SVCBUS_CACHE_SET, prefix, NULL, 0, 0, 0, 0,
+                        true, NULL, 0, 0);
+}
+
 static Datum
 store_common(FunctionCallInfo fcinfo, ValueType vt, SvcbusCacheStoreMode mode)
 {
@@ -421,8 +453,7 @@ svcbus_sql_cache_delete(PG_FUNCTION_ARGS)
 
     key_arg(fcinfo, 0, &key);
     cache_read(&key, &r, false);
-    svcbus_cache_ws_add(SVCBUS_CACHE_OP_DELETE, SVCBUS_CACHE_SET, &key, NULL, 0, 0, 0, 0,
-                        true, NULL, 0, 0);
+    record_delete(&key);
     PG_RETURN_BOOL(r.hit);
 }
 
@@ -498,12 +529,11 @@ Datum
 svcbus_sql_cache_flush(PG_FUNCTION_ARGS)
 {
     SvcbusCacheKey prefix;
-    Oid         db = MyDatabaseId;
 
     svcbus_cache_require();
-    memcpy(prefix.data, &db, sizeof(Oid));
-    prefix.len = sizeof(Oid);
-    if (!PG_ARGISNULL(0))
+    if (PG_ARGISNULL(0))
+        key_build(&prefix, NULL, 0, false);
+    else
     {
         text       *ns = PG_GETARG_TEXT_PP(0);
         int         len = VARSIZE_ANY_EXHDR(ns);
@@ -519,13 +549,9 @@ svcbus_sql_cache_flush(PG_FUNCTION_ARGS)
                      errmsg("cache namespace is too long"),
                      errdetail("The namespace is %d bytes; the limit is %d.", len,
                                SVCBUS_CACHE_USER_KEY_MAX - 1)));
-        memcpy(prefix.data + prefix.len, VARDATA_ANY(ns), len);
-        prefix.len += len;
-        prefix.data[prefix.len++] = ':';
+        key_build(&prefix, VARDATA_ANY(ns), len, true);
     }
-    prefix.hash = 0;
-    svcbus_cache_ws_add(SVCBUS_CACHE_OP_FLUSH, SVCBUS_CACHE_SET, &prefix, NULL, 0, 0, 0, 0,
-                        true, NULL, 0, 0);
+    record_flush(&prefix);
     PG_RETURN_VOID();
 }
 
@@ -549,7 +575,6 @@ svcbus_sql_cache_invalidate(PG_FUNCTION_ARGS)
     SvcbusCacheKey key;
     text       *k;
     int         len;
-    Oid         db = MyDatabaseId;
 
     if (!svcbus_cache_available() || PG_ARGISNULL(0))
         PG_RETURN_VOID();
@@ -563,30 +588,19 @@ svcbus_sql_cache_invalidate(PG_FUNCTION_ARGS)
     if (svcbus_cache_ws_length() >= INVALIDATIONS_BEFORE_FLUSH)
     {
         SvcbusCacheKey prefix;
+        text       *ns = PG_ARGISNULL(1) ? NULL : PG_GETARG_TEXT_PP(1);
+        int         nlen = ns ? VARSIZE_ANY_EXHDR(ns) : 0;
 
-        memcpy(prefix.data, &db, sizeof(Oid));
-        prefix.len = sizeof(Oid);
-        if (!PG_ARGISNULL(1))
-        {
-            text       *ns = PG_GETARG_TEXT_PP(1);
-            int         nlen = VARSIZE_ANY_EXHDR(ns);
-
-            if (nlen > 0 && nlen < SVCBUS_CACHE_USER_KEY_MAX &&
-                len > nlen && memcmp(VARDATA_ANY(k), VARDATA_ANY(ns), nlen) == 0 &&
-                VARDATA_ANY(k)[nlen] == ':')
-            {
-                memcpy(prefix.data + prefix.len, VARDATA_ANY(ns), nlen);
-                prefix.len += nlen;
-                prefix.data[prefix.len++] = ':';
-            }
-        }
-        prefix.hash = 0;
-        svcbus_cache_ws_add(SVCBUS_CACHE_OP_FLUSH, SVCBUS_CACHE_SET, &prefix, NULL, 0, 0, 0, 0,
-                            true, NULL, 0, 0);
-        PG_RETURN_VOID();
+        /* the key's namespace when it has the binding's, else the database */
+        if (nlen > 0 && nlen < SVCBUS_CACHE_USER_KEY_MAX && len > nlen &&
+            memcmp(VARDATA_ANY(k), VARDATA_ANY(ns), nlen) == 0 && VARDATA_ANY(k)[nlen] == ':')
+            key_build(&prefix, VARDATA_ANY(ns), nlen, true);
+        else
+            key_build(&prefix, NULL, 0, false);
+        record_flush(&prefix);
     }
-    svcbus_cache_ws_add(SVCBUS_CACHE_OP_DELETE, SVCBUS_CACHE_SET, &key, NULL, 0, 0, 0, 0,
-                        true, NULL, 0, 0);
+    else
+        record_delete(&key);
     PG_RETURN_VOID();
 }
 
@@ -669,7 +683,6 @@ get_or_load_common(FunctionCallInfo fcinfo, ValueType vt)
     bool        isnull;
     const char *val;
     uint32      vlen;
-    bytea      *b;
     int64       expires_at;
 
     key_arg(fcinfo, 0, &key);
@@ -710,7 +723,7 @@ get_or_load_common(FunctionCallInfo fcinfo, ValueType vt)
 
     /* Not on a standby either: replayed changes fire no invalidation. */
     if (!r.own && !IsolationUsesXactSnapshot() && !RecoveryInProgress() &&
-        vlen <= (uint32) svcbus_cache_max_value_kb * 1024)
+        vlen <= max_value_bytes())
     {
         if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
             record_store(&key, SVCBUS_CACHE_FILL, val, vlen, expires_at, r.generation);
@@ -728,10 +741,7 @@ get_or_load_common(FunctionCallInfo fcinfo, ValueType vt)
                 k->store_failures++;
         }
     }
-    b = (bytea *) palloc(VARHDRSZ + vlen);
-    SET_VARSIZE(b, VARHDRSZ + vlen);
-    memcpy(VARDATA(b), val, vlen);
-    return value_datum(b, vt);
+    return value_datum((bytea *) cstring_to_text_with_len(val, vlen), vt);
 }
 
 

@@ -621,6 +621,7 @@ CREATE FUNCTION svcbus.cache_invalidate_on(tbl regclass, key_expression text,
 RETURNS void
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning       -- no "does not exist, skipping" notices
 AS $$
 DECLARE
     nsp    name;
@@ -693,12 +694,8 @@ BEGIN
                    'svcbus cache invalidation of ' || tbl::text || ': ' || key_expression ||
                    coalesce(' (TRUNCATE flushes namespace ' || namespace || ')', ' (TRUNCATE flushes the database''s keys)'));
     -- Binding again replaces the triggers (and the expression).
-    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'svcbus_cache_invalidate') THEN
-        EXECUTE format('DROP TRIGGER svcbus_cache_invalidate ON %s', tbl);
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'svcbus_cache_invalidate_truncate') THEN
-        EXECUTE format('DROP TRIGGER svcbus_cache_invalidate_truncate ON %s', tbl);
-    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS svcbus_cache_invalidate ON %s', tbl);
+    EXECUTE format('DROP TRIGGER IF EXISTS svcbus_cache_invalidate_truncate ON %s', tbl);
     EXECUTE format('CREATE TRIGGER svcbus_cache_invalidate AFTER INSERT OR UPDATE OR DELETE ON %s '
                    'FOR EACH ROW EXECUTE FUNCTION %I.%I()', tbl, nsp, fn);
     EXECUTE format('CREATE TRIGGER svcbus_cache_invalidate_truncate AFTER TRUNCATE ON %s '
@@ -712,6 +709,7 @@ CREATE FUNCTION svcbus.cache_invalidate_off(tbl regclass)
 RETURNS boolean
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning
 AS $$
 DECLARE
     fn regprocedure;
@@ -722,9 +720,7 @@ BEGIN
         RETURN false;
     END IF;
     EXECUTE format('DROP TRIGGER svcbus_cache_invalidate ON %s', tbl);
-    IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = tbl AND tgname = 'svcbus_cache_invalidate_truncate') THEN
-        EXECUTE format('DROP TRIGGER svcbus_cache_invalidate_truncate ON %s', tbl);
-    END IF;
+    EXECUTE format('DROP TRIGGER IF EXISTS svcbus_cache_invalidate_truncate ON %s', tbl);
     IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgfoid = fn) THEN
         EXECUTE format('DROP FUNCTION %s', fn);
     END IF;
