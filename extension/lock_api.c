@@ -106,13 +106,8 @@ check_name(const char *what, const char *name)
 static char *
 text_arg(FunctionCallInfo fcinfo, int n, const char *what)
 {
-    char       *s;
+    char       *s = svcbus_text_arg(fcinfo, n, what);
 
-    if (PG_ARGISNULL(n))
-        ereport(ERROR,
-                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-                 errmsg("%s must not be null", what)));
-    s = text_to_cstring(PG_GETARG_TEXT_PP(n));
     check_name(what, s);
     return s;
 }

@@ -31,16 +31,6 @@
 #define MAX_VT_MS      (12LL * 3600 * 1000)
 #define MAX_WAIT_MS    (900LL * 1000)
 
-static char *
-arg_text(FunctionCallInfo fcinfo, int n, const char *what)
-{
-    if (PG_ARGISNULL(n))
-        ereport(ERROR,
-                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-                 errmsg("%s must not be null", what)));
-    return text_to_cstring(PG_GETARG_TEXT_PP(n));
-}
-
 /* Seconds (double) to milliseconds within [min_ms, max_ms]; 22023 otherwise. */
 static int64
 seconds_to_ms(double secs, const char *what, int64 min_ms, int64 max_ms)
@@ -173,7 +163,7 @@ PG_FUNCTION_INFO_V1(svcbus_create_queue);
 Datum
 svcbus_create_queue(PG_FUNCTION_ARGS)
 {
-    char       *name = arg_text(fcinfo, 0, "queue name");
+    char       *name = svcbus_text_arg(fcinfo, 0, "queue name");
     Jsonb      *opts = PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1);
     double      vt = 30,
                 retention = 0,
@@ -273,7 +263,7 @@ PG_FUNCTION_INFO_V1(svcbus_drop_queue);
 Datum
 svcbus_drop_queue(PG_FUNCTION_ARGS)
 {
-    char       *name = arg_text(fcinfo, 0, "queue name");
+    char       *name = svcbus_text_arg(fcinfo, 0, "queue name");
     bool        if_exists = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
     SvcbusQueueDef def;
     SvcbusAsOwner as;
@@ -411,7 +401,7 @@ svcbus_revoke_queue(PG_FUNCTION_ARGS)
 static int64
 send_common(FunctionCallInfo fcinfo, Jsonb *body, bytea *bytes)
 {
-    char       *name = arg_text(fcinfo, 0, "queue name");
+    char       *name = svcbus_text_arg(fcinfo, 0, "queue name");
     SvcbusQueueDef def;
     Jsonb      *headers = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
     int64       delay_ms = PG_ARGISNULL(3) ? 0 :
@@ -454,7 +444,7 @@ Datum
 svcbus_send_batch(PG_FUNCTION_ARGS)
 {
     ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-    char       *name = arg_text(fcinfo, 0, "queue name");
+    char       *name = svcbus_text_arg(fcinfo, 0, "queue name");
     SvcbusQueueDef def;
     ArrayType  *arr;
     Datum      *elems;
@@ -500,7 +490,7 @@ Datum
 svcbus_receive(PG_FUNCTION_ARGS)
 {
     ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-    char       *name = arg_text(fcinfo, 0, "queue name");
+    char       *name = svcbus_text_arg(fcinfo, 0, "queue name");
     SvcbusQueueDef def;
     int         max = PG_ARGISNULL(1) ? 1 : PG_GETARG_INT32(1);
     int64       vt_ms;
@@ -584,7 +574,7 @@ PG_FUNCTION_INFO_V1(svcbus_nack);
 Datum
 svcbus_nack(PG_FUNCTION_ARGS)
 {
-    char       *name = arg_text(fcinfo, 0, "queue name");
+    char       *name = svcbus_text_arg(fcinfo, 0, "queue name");
     SvcbusQueueDef def;
     int64       id;
     int64       delay_ms = 0;

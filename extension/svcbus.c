@@ -43,3 +43,17 @@ svcbus_version(PG_FUNCTION_ARGS)
 {
     PG_RETURN_TEXT_P(cstring_to_text(SVCBUS_VERSION));
 }
+
+/*
+ * Argument n as a C string; SQLSTATE 22004 "<what> must not be null" when
+ * it is NULL (the SQL functions are not STRICT, so NULLs get an error).
+ */
+char *
+svcbus_text_arg(FunctionCallInfo fcinfo, int n, const char *what)
+{
+    if (PG_ARGISNULL(n))
+        ereport(ERROR,
+                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                 errmsg("%s must not be null", what)));
+    return text_to_cstring(PG_GETARG_TEXT_PP(n));
+}

@@ -14,6 +14,7 @@
 #include "postgres.h"
 
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/spin.h"
@@ -64,6 +65,9 @@ typedef struct SvcbusShared
 extern SvcbusShared *svcbus_shared;
 extern void svcbus_shmem_install_hooks(void);
 extern SvcbusShared *svcbus_shmem_require(void);
+
+/* extension/svcbus.c: argument helpers of the SQL functions */
+extern char *svcbus_text_arg(FunctionCallInfo fcinfo, int n, const char *what);
 
 /* extension/guc.c */
 extern char *svcbus_database;

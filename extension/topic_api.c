@@ -37,16 +37,6 @@ typedef struct TopicDef
     int         privs;
 } TopicDef;
 
-static char *
-not_null_text(FunctionCallInfo fcinfo, int n, const char *what)
-{
-    if (PG_ARGISNULL(n))
-        ereport(ERROR,
-                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-                 errmsg("%s must not be null", what)));
-    return text_to_cstring(PG_GETARG_TEXT_PP(n));
-}
-
 /* Look up a topic as owner (inside SPI); false if absent. */
 static bool
 topic_fetch(const char *name, TopicDef *t)
@@ -114,7 +104,7 @@ PG_FUNCTION_INFO_V1(svcbus_create_topic);
 Datum
 svcbus_create_topic(PG_FUNCTION_ARGS)
 {
-    char       *name = not_null_text(fcinfo, 0, "topic name");
+    char       *name = svcbus_text_arg(fcinfo, 0, "topic name");
     SvcbusAsOwner as;
     TopicDef    t;
     Datum       args[2];
@@ -141,7 +131,7 @@ PG_FUNCTION_INFO_V1(svcbus_drop_topic);
 Datum
 svcbus_drop_topic(PG_FUNCTION_ARGS)
 {
-    char       *name = not_null_text(fcinfo, 0, "topic name");
+    char       *name = svcbus_text_arg(fcinfo, 0, "topic name");
     bool        if_exists = !PG_ARGISNULL(1) && PG_GETARG_BOOL(1);
     SvcbusAsOwner as;
     TopicDef    t;
@@ -188,8 +178,8 @@ PG_FUNCTION_INFO_V1(svcbus_subscribe);
 Datum
 svcbus_subscribe(PG_FUNCTION_ARGS)
 {
-    char       *topic = not_null_text(fcinfo, 0, "topic name");
-    char       *queue = not_null_text(fcinfo, 1, "queue name");
+    char       *topic = svcbus_text_arg(fcinfo, 0, "topic name");
+    char       *queue = svcbus_text_arg(fcinfo, 1, "queue name");
     char       *pattern = PG_ARGISNULL(2) ? "#" : text_to_cstring(PG_GETARG_TEXT_PP(2));
     Jsonb      *filter = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
     SvcbusQueueDef qdef;
@@ -228,8 +218,8 @@ PG_FUNCTION_INFO_V1(svcbus_unsubscribe);
 Datum
 svcbus_unsubscribe(PG_FUNCTION_ARGS)
 {
-    char       *topic = not_null_text(fcinfo, 0, "topic name");
-    char       *queue = not_null_text(fcinfo, 1, "queue name");
+    char       *topic = svcbus_text_arg(fcinfo, 0, "topic name");
+    char       *queue = svcbus_text_arg(fcinfo, 1, "queue name");
     SvcbusAsOwner as;
     TopicDef    t;
     Datum       args[3];
@@ -257,8 +247,8 @@ PG_FUNCTION_INFO_V1(svcbus_publish);
 Datum
 svcbus_publish(PG_FUNCTION_ARGS)
 {
-    char       *topic = not_null_text(fcinfo, 0, "topic name");
-    char       *key = not_null_text(fcinfo, 1, "routing key");
+    char       *topic = svcbus_text_arg(fcinfo, 0, "topic name");
+    char       *key = svcbus_text_arg(fcinfo, 1, "routing key");
     Jsonb      *body;
     Jsonb      *headers = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
     SvcbusAsOwner as;
