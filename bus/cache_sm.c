@@ -214,16 +214,17 @@ svcbus_cache_generation(SvcbusCache *c, const char *key, uint16_t klen)
     return *gen_slot(c, svcbus_cache_hash(key, klen));
 }
 
+/* (h: the key's hash, computed once per command) */
 static void
-bump_generation(SvcbusCache *c, const char *key, uint16_t klen)
+bump_generation(SvcbusCache *c, uint32_t h)
 {
-    (*gen_slot(c, svcbus_cache_hash(key, klen)))++;
+    (*gen_slot(c, h))++;
 }
 
 static SvcbusCacheItem *
-find(SvcbusCache *c, const char *key, uint16_t klen)
+find(SvcbusCache *c, const char *key, uint16_t klen, uint32_t h)
 {
-    int32_t     ref = buckets(c)[svcbus_cache_hash(key, klen) & (pool_of(c)->nbuckets - 1)];
+    int32_t     ref = buckets(c)[h & (pool_of(c)->nbuckets - 1)];
 
     while (ref >= 0)
     {
@@ -509,7 +510,7 @@ SvcbusCacheRc
 svcbus_cache_get(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
                  const char **val, uint32_t *vlen, uint64_t *version)
 {
-    SvcbusCacheItem *it = find(c, key, klen);
+    SvcbusCacheItem *it = find(c, key, klen, svcbus_cache_hash(key, klen));
 
     if (it == NULL || expired(it, now))
         return SVCBUS_CACHE_MISS;
@@ -572,9 +573,9 @@ svcbus_cache_peek(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
 
 /* The live item of key, reclaiming it if it has expired. */
 static SvcbusCacheItem *
-find_live(SvcbusCache *c, const char *key, uint16_t klen, int64_t now)
+find_live(SvcbusCache *c, const char *key, uint16_t klen, uint32_t h, int64_t now)
 {
-    SvcbusCacheItem *it = find(c, key, klen);
+    SvcbusCacheItem *it = find(c, key, klen, h);
 
     if (it != NULL && expired(it, now))
     {
@@ -596,12 +597,14 @@ svcbus_cache_store(SvcbusCache *c, SvcbusCacheStoreMode mode,
     int         cls;
     int32_t     ref;
     SvcbusCacheItem *it;
+    uint32_t    h;
 
     if (klen == 0 || klen > SVCBUS_CACHE_KEY_MAX || need > pool_of(c)->max_item)
         return SVCBUS_CACHE_TOO_BIG;
-    if (mode == SVCBUS_CACHE_FILL && svcbus_cache_generation(c, key, klen) != (uint32_t) cond)
+    h = svcbus_cache_hash(key, klen);
+    if (mode == SVCBUS_CACHE_FILL && *gen_slot(c, h) != (uint32_t) cond)
         return SVCBUS_CACHE_STALE;
-    old = find_live(c, key, klen, now);
+    old = find_live(c, key, klen, h, now);
     if (mode == SVCBUS_CACHE_ADD && old != NULL)
         return SVCBUS_CACHE_EXISTS;
     if ((mode == SVCBUS_CACHE_REPLACE || mode == SVCBUS_CACHE_CAS) && old == NULL)
@@ -640,12 +643,12 @@ svcbus_cache_store(SvcbusCache *c, SvcbusCacheStoreMode mode,
     if (vlen > 0)
         memcpy(item_val(it), val, vlen);
     {
-        int32_t    *b = &buckets(c)[svcbus_cache_hash(key, klen) & (pool_of(c)->nbuckets - 1)];
+        int32_t    *b = &buckets(c)[h & (pool_of(c)->nbuckets - 1)];
 
         it->next = *b;
         *b = ref;
     }
-    bump_generation(c, key, klen);
+    bump_generation(c, h);
     c->stats.items++;
     c->stats.bytes_used += c->classes[cls].chunk_size;
     c->stats.bytes_payload += klen + vlen;
@@ -657,10 +660,11 @@ svcbus_cache_store(SvcbusCache *c, SvcbusCacheStoreMode mode,
 SvcbusCacheRc
 svcbus_cache_delete(SvcbusCache *c, const char *key, uint16_t klen, int64_t now)
 {
-    SvcbusCacheItem *it = find_live(c, key, klen, now);
+    uint32_t    h = svcbus_cache_hash(key, klen);
+    SvcbusCacheItem *it = find_live(c, key, klen, h, now);
 
     /* Even a miss moves the generation: a delete is an invalidation. */
-    bump_generation(c, key, klen);
+    bump_generation(c, h);
     if (it == NULL)
         return SVCBUS_CACHE_MISS;
     unlink_item(c, it);
@@ -671,7 +675,8 @@ SvcbusCacheRc
 svcbus_cache_touch(SvcbusCache *c, const char *key, uint16_t klen, int64_t expires_at,
                    int64_t now)
 {
-    SvcbusCacheItem *it = find_live(c, key, klen, now);
+    uint32_t    h = svcbus_cache_hash(key, klen);
+    SvcbusCacheItem *it = find_live(c, key, klen, h, now);
 
     if (it == NULL)
         return SVCBUS_CACHE_MISS;
@@ -735,7 +740,8 @@ SvcbusCacheRc
 svcbus_cache_incr(SvcbusCache *c, const char *key, uint16_t klen, int64_t delta,
                   bool create, int64_t create_expires_at, int64_t now, int64_t *result)
 {
-    SvcbusCacheItem *it = find_live(c, key, klen, now);
+    uint32_t    h = svcbus_cache_hash(key, klen);
+    SvcbusCacheItem *it = find_live(c, key, klen, h, now);
     int64_t     cur = 0;
     char        buf[24];
     int         n;
@@ -757,7 +763,7 @@ svcbus_cache_incr(SvcbusCache *c, const char *key, uint16_t klen, int64_t delta,
         it->vlen = (uint32_t) n;
         memcpy(item_val(it), buf, n);
         it->version = ++c->version;
-        bump_generation(c, key, klen);
+        bump_generation(c, h);
     }
     else
     {
