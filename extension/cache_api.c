@@ -204,7 +204,6 @@ typedef struct ReadResult
     uint64      version;        /* 0 for own writes */
     int64       expires_at;
     uint32      generation;     /* of the key's slot, when not own */
-    SvcbusCacheView view;
 } ReadResult;
 
 /* The key as this transaction sees it; counts a hit or a miss. */
@@ -212,17 +211,18 @@ static void
 cache_read(const SvcbusCacheKey *key, ReadResult *r, bool count)
 {
     SvcbusCacheCounters *k = svcbus_cache_my_counters();
+    SvcbusCacheView view;
 
     memset(r, 0, sizeof(*r));
-    r->view = svcbus_cache_ws_empty() ? SVCBUS_CACHE_VIEW_NONE :
+    view = svcbus_cache_ws_empty() ? SVCBUS_CACHE_VIEW_NONE :
         svcbus_cache_ws_lookup(key, &r->value, &r->expires_at);
-    if (r->view == SVCBUS_CACHE_VIEW_NONE)
+    if (view == SVCBUS_CACHE_VIEW_NONE)
         r->hit = svcbus_cache_shared_get(key, &r->value, &r->version, &r->expires_at,
                                          &r->generation);
     else
     {
         r->own = true;
-        r->hit = (r->view == SVCBUS_CACHE_VIEW_VALUE);
+        r->hit = (view == SVCBUS_CACHE_VIEW_VALUE);
     }
     if (count)
     {
@@ -245,7 +245,6 @@ get_common(FunctionCallInfo fcinfo, ValueType vt)
         PG_RETURN_NULL();
     return value_datum(r.value, vt);
 }
-
 
 /* cache_get(key) -> bytea, cache_get_text -> text (22021 if the bytes are
  * not valid text), cache_get_jsonb -> jsonb (22P02 if not JSON); NULL on a
