@@ -242,6 +242,8 @@ write_unlock(SvcbusCache *c, LWLock *lock)
  * seq (so readers write no shared cache line and never wait for each
  * other, whatever the key), tried twice; then the shared lock.
  */
+#define PEEK_STEPS 64           /* longest chain a lock-free read walks */
+
 bool
 svcbus_cache_shared_get(const SvcbusCacheKey *key, bytea **value, uint64 *version,
                         int64 *expires_at, uint32 *generation)
@@ -266,7 +268,8 @@ svcbus_cache_shared_get(const SvcbusCacheKey *key, bytea **value, uint64 *versio
         if (s1 & 1)
             continue;           /* a writer is at work */
         pg_read_barrier();
-        rc = svcbus_cache_peek(c, key->data, key->len, now, &val, &vlen, &ver, &ex, &gen);
+        rc = svcbus_cache_peek(c, key->data, key->len, now, PEEK_STEPS,
+                               &val, &vlen, &ver, &ex, &gen);
         if (rc == SVCBUS_CACHE_OK && value)
             copy = (bytea *) cstring_to_text_with_len(val, vlen);
         pg_read_barrier();
@@ -283,15 +286,10 @@ svcbus_cache_shared_get(const SvcbusCacheKey *key, bytea **value, uint64 *versio
     }
 
     LWLockAcquire(lock, LW_SHARED);
-    hit = svcbus_cache_get(c, key->data, key->len, now, &val, &vlen, &ver) == SVCBUS_CACHE_OK;
-    gen = svcbus_cache_generation(c, key->data, key->len);
-    if (hit)
-    {
-        /* the item header sits just before its key */
-        ex = ((const SvcbusCacheItem *) (val - key->len - sizeof(SvcbusCacheItem)))->expires_at;
-        if (value)
-            copy = (bytea *) cstring_to_text_with_len(val, vlen);
-    }
+    hit = svcbus_cache_peek(c, key->data, key->len, now, INT32_MAX,
+                            &val, &vlen, &ver, &ex, &gen) == SVCBUS_CACHE_OK;
+    if (hit && value)
+        copy = (bytea *) cstring_to_text_with_len(val, vlen);
     LWLockRelease(lock);
 
 done:

@@ -510,18 +510,22 @@ SvcbusCacheRc
 svcbus_cache_get(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
                  const char **val, uint32_t *vlen, uint64_t *version)
 {
-    SvcbusCacheItem *it = find(c, key, klen, svcbus_cache_hash(key, klen));
+    const char *v;
+    uint32_t    vl,
+                gen;
+    uint64_t    ver;
+    int64_t     ex;
+    SvcbusCacheRc rc = svcbus_cache_peek(c, key, klen, now, INT32_MAX,
+                                         &v, &vl, &ver, &ex, &gen);
 
-    if (it == NULL || expired(it, now))
-        return SVCBUS_CACHE_MISS;
-    if (it->clock == 0)
-        __atomic_store_n(&it->clock, 1, __ATOMIC_RELAXED);     /* under a shared lock */
+    if (rc != SVCBUS_CACHE_OK)
+        return SVCBUS_CACHE_MISS;   /* (STALE cannot happen on a stable partition) */
     if (val)
-        *val = item_val(it);
+        *val = v;
     if (vlen)
-        *vlen = it->vlen;
+        *vlen = vl;
     if (version)
-        *version = it->version;
+        *version = ver;
     return SVCBUS_CACHE_OK;
 }
 
@@ -529,7 +533,7 @@ svcbus_cache_get(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
 
 SvcbusCacheRc
 svcbus_cache_peek(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
-                  const char **val, uint32_t *vlen, uint64_t *version,
+                  int max_steps, const char **val, uint32_t *vlen, uint64_t *version,
                   int64_t *expires_at, uint32_t *generation)
 {
     SvcbusCachePool *pool = pool_of(c);     /* read-only after init */
@@ -544,7 +548,7 @@ svcbus_cache_peek(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
         SvcbusCacheItem *it;
         uint16_t    kl;
 
-        if (steps >= 64 || off + sizeof(SvcbusCacheItem) + SVCBUS_CACHE_KEY_MAX > area)
+        if (steps >= max_steps || off + sizeof(SvcbusCacheItem) + SVCBUS_CACHE_KEY_MAX > area)
             return SVCBUS_CACHE_STALE;
         it = item_at(c, ref);
         kl = RD(it->klen);

@@ -146,19 +146,22 @@ SvcbusCache *svcbus_cache_init(void *arena, size_t memory, uint32_t nbuckets, ui
 /* Item overhead beyond key and value, in bytes (the header). */
 size_t      svcbus_cache_item_overhead(void);
 
-/* Read-only (see the concurrency contract): MISS for absent or expired. */
-SvcbusCacheRc svcbus_cache_get(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
-                               const char **val, uint32_t *vlen, uint64_t *version);
 /*
- * Lock-free lookup for readers that validate it with the partition's seq
- * (even and unchanged around the call and the copy of the value): every
- * offset is checked against the arena and chain walks are bounded, so a
- * concurrent writer can only make the result wrong, never fault.  STALE:
- * inconclusive (retry, or use the lock).  Also returns the slot generation.
+ * Look key up; read-only but the item's CLOCK byte (see the concurrency
+ * contract): MISS for absent or expired; also returns the expiry and the
+ * slot's generation.  Every offset is checked against the arena and the
+ * chain walk stops after max_steps, so lock-free readers (who validate the
+ * result with the partition's seq, even and unchanged around the call and
+ * the copy of the value, and pass a small max_steps) can get a wrong
+ * answer from a concurrent writer but never a fault; STALE: inconclusive
+ * (retry, or use the lock).  Under a lock, pass INT32_MAX: exact.
  */
 SvcbusCacheRc svcbus_cache_peek(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
-                                const char **val, uint32_t *vlen, uint64_t *version,
-                                int64_t *expires_at, uint32_t *generation);
+                                int max_steps, const char **val, uint32_t *vlen,
+                                uint64_t *version, int64_t *expires_at, uint32_t *generation);
+/* svcbus_cache_peek under a lock, for callers that need value and version only. */
+SvcbusCacheRc svcbus_cache_get(SvcbusCache *c, const char *key, uint16_t klen, int64_t now,
+                               const char **val, uint32_t *vlen, uint64_t *version);
 
 /* Generation of the key's slot: moves with every write to any key of the slot. */
 uint32_t    svcbus_cache_generation(SvcbusCache *c, const char *key, uint16_t klen);
