@@ -146,3 +146,39 @@ def run_gateway_once(args, env=None, timeout=10):
     e.update(env or {})
     return subprocess.run([GATEWAY_BIN] + args, capture_output=True, text=True,
                           timeout=timeout, env=e, stdin=subprocess.DEVNULL)
+
+
+def listening_sockets(pid):
+    """[(address, port)] of the TCP sockets process pid listens on, sorted.
+
+    Parsed from /proc/net/tcp and tcp6 (state 0A is LISTEN), matched by
+    socket inode against /proc/PID/fd, so no `ss` or `netstat` is needed."""
+    inodes = set()
+    fd_dir = "/proc/%d/fd" % pid
+    for fd in os.listdir(fd_dir):
+        try:
+            target = os.readlink(os.path.join(fd_dir, fd))
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    found = []
+    for table, v6 in (("/proc/net/tcp", False), ("/proc/net/tcp6", True)):
+        try:
+            lines = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[3] != "0A" or f[9] not in inodes:
+                continue
+            hexaddr, hexport = f[1].split(":")
+            raw = bytes.fromhex(hexaddr)
+            if v6:
+                import socket as so
+                raw = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                addr = so.inet_ntop(so.AF_INET6, raw)
+            else:
+                addr = ".".join(str(b) for b in raw[::-1])
+            found.append((addr, int(hexport, 16)))
+    return sorted(found)

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import (APP_NAME, ROOT, free_port, gateway_backends, health, http,
+from conftest import (APP_NAME, ROOT, free_port, gateway_backends, health, http, listening_sockets,
                       metric, parse_prometheus, run_gateway_once, scrape, wait_for)
 
 
@@ -281,11 +281,27 @@ def test_logs_are_one_logfmt_line_per_event(make_gateway):
 
 
 def test_listens_on_loopback_only(make_gateway):
+    """Every TCP socket the gateway listens on is bound to 127.0.0.1.
+
+    Read from /proc (no `ss`: a fresh Debian 12 has no iproute2): the
+    listening sockets in /proc/net/tcp{,6} whose inode is one of the
+    gateway's open file descriptors."""
     gw = make_gateway({"listen_address": "127.0.0.1"})
-    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
-    mine = [l for l in out.splitlines() if "pid=%d," % gw.pid in l]
-    assert mine, out
-    assert all("127.0.0.1:%d" % gw.port in l for l in mine), mine
+    mine = listening_sockets(gw.pid)
+    assert mine, "no listening socket found for pid %d" % gw.pid
+    assert mine == [("127.0.0.1", gw.port)], mine
+
+
+def test_listening_socket_reader_sees_wildcard():
+    """The /proc reader above is not blind: a socket bound to 0.0.0.0 shows as such."""
+    import socket as so
+    s = so.socket()
+    s.bind(("0.0.0.0", 0))
+    s.listen(1)
+    try:
+        assert ("0.0.0.0", s.getsockname()[1]) in listening_sockets(os.getpid())
+    finally:
+        s.close()
 
 
 # ------------------------------------------------------------ configuration
