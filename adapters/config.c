@@ -19,6 +19,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,9 @@ typedef enum
 	K_INT,
 	K_ADDR,
 	K_CONNINFO,
-	K_LEVEL
+	K_LEVEL,
+	K_STR,						/* plain string (paths, lists) */
+	K_SECRET					/* string never echoed in messages */
 } key_type;
 
 typedef struct key_def
@@ -58,6 +61,25 @@ static const key_def keys[] = {
 	{"max_pending_queries", K_INT, F(max_pending_queries), 0, 1000000},
 	{"max_http_header_bytes", K_INT, F(max_http_header_bytes), 1024, 65535},
 	{"log_level", K_LEVEL, F(log_level), 0, 0},
+	{"tls_cert_file", K_STR, F(tls_cert_file), 0, 0},
+	{"tls_key_file", K_STR, F(tls_key_file), 0, 0},
+	{"web_root", K_STR, F(web_root), 0, 0},
+	{"jwt_secret", K_SECRET, F(jwt_secret), 0, 0},
+	{"jwt_secret_file", K_STR, F(jwt_secret_file), 0, 0},
+	{"jwt_audience", K_STR, F(jwt_audience), 0, 0},
+	{"allowed_origins", K_STR, F(allowed_origins), 0, 0},
+	{"ws_max_frame_bytes", K_INT, F(ws_max_frame_bytes), 1024, 16 * 1024 * 1024},
+	{"ws_max_connections", K_INT, F(ws_max_connections), 1, 1000000},
+	{"ws_max_inflight", K_INT, F(ws_max_inflight), 1, 4096},
+	{"ws_rate_limit", K_INT, F(ws_rate_limit), 0, 10000000},
+	{"ws_ping_interval_s", K_INT, F(ws_ping_interval_s), 1, 86400},
+	{"ws_idle_timeout_s", K_INT, F(ws_idle_timeout_s), 2, 86400},
+	{"ws_auth_timeout_ms", K_INT, F(ws_auth_timeout_ms), 100, 600000},
+	{"ws_stall_timeout_ms", K_INT, F(ws_stall_timeout_ms), 100, 86400000},
+	{"ws_max_subscriptions", K_INT, F(ws_max_subscriptions), 1, 1024},
+	{"ws_max_prefetch", K_INT, F(ws_max_prefetch), 1, 100000},
+	{"ws_poll_wait_ms", K_INT, F(ws_poll_wait_ms), 100, 600000},
+	{"ws_max_polls", K_INT, F(ws_max_polls), 0, 64},
 };
 
 #define NKEYS ((int) (sizeof(keys) / sizeof(keys[0])))
@@ -78,6 +100,19 @@ gw_config_defaults(gw_config *cfg)
 	cfg->max_pending_queries = 1024;
 	cfg->max_http_header_bytes = 4096;
 	cfg->log_level = GW_LOG_INFO;
+	strcpy(cfg->web_root, GW_WEB_ROOT_DEFAULT);
+	cfg->ws_max_frame_bytes = 1024 * 1024;
+	cfg->ws_max_connections = 1024;
+	cfg->ws_max_inflight = 32;
+	cfg->ws_rate_limit = 1000;
+	cfg->ws_ping_interval_s = 30;
+	cfg->ws_idle_timeout_s = 120;
+	cfg->ws_auth_timeout_ms = 10000;
+	cfg->ws_stall_timeout_ms = 60000;
+	cfg->ws_max_subscriptions = 16;
+	cfg->ws_max_prefetch = 1000;
+	cfg->ws_poll_wait_ms = 20000;
+	cfg->ws_max_polls = 0;
 }
 
 int
@@ -196,6 +231,16 @@ gw_config_set(gw_config *cfg, const char *key, const char *value,
 				strcpy(field, value);
 				return 0;
 			}
+		case K_STR:
+		case K_SECRET:
+			if (strlen(value) >= k->size)
+			{
+				snprintf(err, errlen, "%s: invalid value for %s: longer than %zu bytes",
+						 source, key, k->size - 1);
+				return -1;
+			}
+			strcpy(field, value);
+			return 0;
 		case K_LEVEL:
 			if (gw_log_level_parse(value, (gw_log_level *) field) < 0)
 			{
@@ -323,10 +368,10 @@ gw_config_parse_text(gw_config *cfg, const char *text, size_t len,
 {
 	char		line[GW_CONFIG_MAX_LINE + 1];
 	int			lineno = 0;
-	unsigned	seen = 0;
+	uint64_t	seen = 0;
 	size_t		pos = 0;
 
-	_Static_assert(NKEYS <= 32, "seen bitmask too small");
+	_Static_assert(NKEYS <= 64, "seen bitmask too small");
 
 	while (pos < len)
 	{
@@ -377,12 +422,12 @@ gw_config_parse_text(gw_config *cfg, const char *text, size_t len,
 		{
 			if (strcmp(keys[i].name, key) == 0)
 			{
-				if (seen & (1u << i))
+				if (seen & ((uint64_t) 1 << i))
 				{
 					snprintf(err, errlen, "%s: duplicate key \"%s\"", where, key);
 					return -1;
 				}
-				seen |= 1u << i;
+				seen |= (uint64_t) 1 << i;
 			}
 		}
 	}
@@ -509,6 +554,18 @@ gw_config_validate(const gw_config *cfg, char *err, size_t errlen)
 		snprintf(err, errlen,
 				 "reconnect_max_ms (%d) must not be smaller than reconnect_min_ms (%d)",
 				 cfg->reconnect_max_ms, cfg->reconnect_min_ms);
+		return -1;
+	}
+	if (!cfg->tls_cert_file[0] != !cfg->tls_key_file[0])
+	{
+		snprintf(err, errlen, "tls_cert_file and tls_key_file must be set together");
+		return -1;
+	}
+	if (cfg->ws_ping_interval_s >= cfg->ws_idle_timeout_s)
+	{
+		snprintf(err, errlen,
+				 "ws_ping_interval_s (%d) must be smaller than ws_idle_timeout_s (%d)",
+				 cfg->ws_ping_interval_s, cfg->ws_idle_timeout_s);
 		return -1;
 	}
 	return 0;

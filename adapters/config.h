@@ -20,6 +20,9 @@
 #define GW_CONFIG_ENV_PREFIX "SVCBUS_GATEWAY_"
 #define GW_CONFIG_MAX_FILE_BYTES (1024 * 1024)
 #define GW_CONFIG_MAX_LINE 4096
+#ifndef GW_WEB_ROOT_DEFAULT
+#define GW_WEB_ROOT_DEFAULT "/usr/local/share/svcbus-gateway/web"
+#endif
 
 typedef struct gw_config
 {
@@ -35,6 +38,31 @@ typedef struct gw_config
 	int			max_pending_queries;	/* FIFO bound when all busy */
 	int			max_http_header_bytes;
 	gw_log_level log_level;
+
+	/* TLS and the demo page (restart to change) */
+	char		tls_cert_file[512]; /* "" = plain HTTP/WS */
+	char		tls_key_file[512];
+	char		web_root[512];	/* directory of index.html, svcbus.js, demo.js */
+
+	/* WebSocket: identity (reloaded on SIGHUP) */
+	char		jwt_secret[257];	/* raw secret; never echoed */
+	char		jwt_secret_file[512];	/* file holding a (second) secret */
+	char		jwt_audience[128];	/* "" = no aud check */
+	char		allowed_origins[1024];	/* comma-separated; "*" = any */
+
+	/* WebSocket: limits (reloaded on SIGHUP) */
+	int			ws_max_frame_bytes; /* largest message from a client */
+	int			ws_max_connections;
+	int			ws_max_inflight;	/* requests waiting on the database, per conn */
+	int			ws_rate_limit;	/* requests per second per conn (0 = none) */
+	int			ws_ping_interval_s; /* ping after this much silence */
+	int			ws_idle_timeout_s;	/* hang up after this much silence */
+	int			ws_auth_timeout_ms; /* time to present a token */
+	int			ws_stall_timeout_ms;	/* zero credit and no settle: close */
+	int			ws_max_subscriptions;	/* per connection */
+	int			ws_max_prefetch;	/* largest credit window */
+	int			ws_poll_wait_ms;	/* long-poll wait of a subscription group */
+	int			ws_max_polls;	/* pool connections long polls may hold */
 } gw_config;
 
 /* Fill cfg with the built-in defaults. */

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libwebsockets.h>
 
@@ -36,6 +37,7 @@
 struct gw_http_server
 {
 	struct lws_vhost *vh;
+	struct lws_protocols protocols[3];	/* http, svcbus.v1, terminator */
 	gw_http_options opts;		/* opts.pool NULL once detached */
 	int			in_progress;	/* requests between HTTP and cleanup */
 };
@@ -58,6 +60,7 @@ typedef struct http_req
 	const char *content_type;
 	int			allow_get;		/* send "Allow: GET" (405) */
 	int			close_after;	/* request had a body, or HEAD */
+	int			serving_file;	/* lws_serve_http_file() owns the answer */
 	gw_metrics_path label;
 	char		method[8];
 	char		path[GW_HTTP_LOG_PATH_MAX + 1];
@@ -75,7 +78,36 @@ gw_http_route_for_path(const char *path)
 		return GW_ROUTE_HEALTH;
 	if (strcmp(path, "/metrics") == 0)
 		return GW_ROUTE_METRICS;
+	if (strcmp(path, GW_WS_PATH) == 0)
+		return GW_ROUTE_WS;
+	if (gw_http_static_file(path, NULL))
+		return GW_ROUTE_STATIC;
 	return GW_ROUTE_NOT_FOUND;
+}
+
+const char *
+gw_http_static_file(const char *path, const char **mime)
+{
+	static const struct
+	{
+		const char *path;
+		const char *file;
+		const char *mime;
+	}			files[] = {
+		{"/", "index.html", "text/html; charset=utf-8"},
+		{"/index.html", "index.html", "text/html; charset=utf-8"},
+		{"/svcbus.js", "svcbus.js", "text/javascript; charset=utf-8"},
+		{"/demo.js", "demo.js", "text/javascript; charset=utf-8"},
+	};
+
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++)
+		if (strcmp(path, files[i].path) == 0)
+		{
+			if (mime)
+				*mime = files[i].mime;
+			return files[i].file;
+		}
+	return NULL;
 }
 
 gw_metrics_path
@@ -99,6 +131,8 @@ gw_http_precheck(gw_http_route route, const char *method)
 		return 404;
 	if (strcmp(method, "GET") != 0)
 		return 405;
+	if (route == GW_ROUTE_WS)
+		return 400;
 	return 0;
 }
 
@@ -326,6 +360,35 @@ req_begin(gw_http_server *srv, http_req *r, struct lws *wsi, const char *uri)
 		gw_http_render_error(&r->body, "not found");
 		req_respond(r, 404, JSON_TYPE);
 	}
+	else if (pre == 400)
+	{
+		gw_http_render_error(&r->body, "connect with a WebSocket client, subprotocol svcbus.v1");
+		req_respond(r, 400, JSON_TYPE);
+	}
+	else if (route == GW_ROUTE_STATIC)
+	{
+		const char *mime = "application/octet-stream";
+		const char *file = gw_http_static_file(uri, &mime);
+		char		full[1024];
+		int			n;
+
+		n = snprintf(full, sizeof(full), "%s/%s", srv->opts.web_root ? srv->opts.web_root : "",
+					 file);
+		if (!srv->opts.web_root || n >= (int) sizeof(full) || access(full, R_OK) != 0)
+		{
+			gw_http_render_error(&r->body, "not found");
+			req_respond(r, 404, JSON_TYPE);
+			return 0;
+		}
+		gw_metrics_count_http(srv->opts.metrics, r->label, 200);
+		r->phase = PHASE_DONE;
+		r->status = 200;
+		r->serving_file = 1;
+		n = lws_serve_http_file(wsi, full, mime, NULL, 0);
+		if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
+			return -1;
+		return 0;
+	}
 	else if (pre == 405)
 	{
 		r->allow_get = 1;
@@ -342,6 +405,13 @@ req_begin(gw_http_server *srv, http_req *r, struct lws *wsi, const char *uri)
 			gw_pool_get_stats(srv->opts.pool, &stats);
 		gw_metrics_render(srv->opts.metrics, srv->opts.pool ? &stats : NULL,
 						  srv->opts.version, &r->body);
+		if (srv->opts.ws)
+		{
+			gw_ws_stats ws;
+
+			gw_ws_get_stats(srv->opts.ws, &ws);
+			gw_metrics_render_ws(&ws, &r->body);
+		}
 		req_respond_counted(r, 200, GW_METRICS_CONTENT_TYPE, 1);
 	}
 	else
@@ -447,6 +517,31 @@ http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		case LWS_CALLBACK_HTTP_BODY:
 		case LWS_CALLBACK_HTTP_BODY_COMPLETION:
 			return 0;			/* bodies are ignored; see close_after */
+		case LWS_CALLBACK_HTTP_FILE_COMPLETION:
+			if (r && r->serving_file && r->srv && r->srv->opts.on_access)
+			{
+				gw_http_access a;
+				char		peer[64] = "";
+
+				lws_get_peer_simple(wsi, peer, sizeof(peer));
+				a.method = r->method;
+				a.path = r->path;
+				a.peer = peer;
+				a.status = 200;
+				a.bytes = 0;
+				a.duration_us = (long long) (lws_now_usecs() - r->started);
+				r->srv->opts.on_access(r->srv->opts.access_user, &a);
+			}
+			if (r)
+				req_cleanup(r);
+			return lws_http_transaction_completed(wsi) ? -1 : 0;
+		case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		case LWS_CALLBACK_ESTABLISHED:
+			/* an upgrade without subprotocol svcbus.v1 lands here: refuse */
+			srv = lws_vhost_user(lws_get_vhost(wsi));
+			if (srv && srv->opts.ws)
+				gw_ws_count_rejected(srv->opts.ws);
+			return -1;
 		case LWS_CALLBACK_HTTP_WRITEABLE:
 			if (!r)
 				return -1;
@@ -491,8 +586,16 @@ gw_http_listen(struct lws_context *ctx, const gw_http_options *opts,
 	vi.vhost_name = "svcbus-http";
 	vi.port = opts->port;
 	vi.iface = opts->listen_address;
-	vi.protocols = http_protocols;
+	srv->protocols[0] = http_protocols[0];
+	if (opts->ws)
+		srv->protocols[1] = gw_ws_protocol(opts->ws);
+	vi.protocols = srv->protocols;
 	vi.user = srv;
+	if (opts->tls_cert_file && *opts->tls_cert_file)
+	{
+		vi.ssl_cert_filepath = opts->tls_cert_file;
+		vi.ssl_private_key_filepath = opts->tls_key_file;
+	}
 	if (!strchr(opts->listen_address, ':'))
 		vi.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
 	srv->vh = lws_create_vhost(ctx, &vi);

@@ -7,8 +7,12 @@
  * asynchronous pool query with a deadline, render /metrics from counters,
  * count every answer in gw_metrics, and report each finished request to
  * an access callback (main.c logs it).
- * Does not: log, read request bodies (a request that carries a body is
- * answered and its connection closed), serve files, TLS, or WebSocket.
+ * Also serves the demo page (GET /, /svcbus.js, /demo.js from web_root:
+ * a fixed list, no path from the request reaches the file system) and
+ * carries the WebSocket protocol of ws.c on the same vhost, with TLS when
+ * a certificate is configured.
+ * Does not: log, or read request bodies (a request that carries a body is
+ * answered and its connection closed).
  * Header size and header timeouts are enforced by lws (context options).
  * Single service thread; no locks.
  */
@@ -20,6 +24,7 @@
 #include "buf.h"
 #include "metrics.h"
 #include "pgpool.h"
+#include "ws.h"
 
 struct lws_context;
 
@@ -30,6 +35,8 @@ typedef enum gw_http_route
 {
 	GW_ROUTE_HEALTH,
 	GW_ROUTE_METRICS,
+	GW_ROUTE_STATIC,			/* the demo page's files */
+	GW_ROUTE_WS,				/* /ws without an upgrade */
 	GW_ROUTE_NOT_FOUND
 } gw_http_route;
 
@@ -56,6 +63,10 @@ typedef struct gw_http_options
 	gw_metrics *metrics;		/* required */
 	gw_http_access_cb on_access;	/* may be NULL */
 	void	   *access_user;
+	struct gw_ws *ws;			/* may be NULL: no WebSocket endpoint */
+	const char *web_root;		/* directory of the demo page, or NULL */
+	const char *tls_cert_file;	/* both set: HTTPS and WSS */
+	const char *tls_key_file;
 } gw_http_options;
 
 typedef struct gw_http_server gw_http_server;
@@ -97,6 +108,9 @@ void		gw_http_free(gw_http_server *srv);
 
 /* Route of a request path (exact match; the query string is not part of it). */
 gw_http_route gw_http_route_for_path(const char *path);
+
+/* File name and MIME type served for a GW_ROUTE_STATIC path, or NULL. */
+const char *gw_http_static_file(const char *path, const char **mime);
 
 /* Metrics label of a route. */
 gw_metrics_path gw_http_route_label(gw_http_route route);

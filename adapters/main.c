@@ -37,6 +37,9 @@
 #include "metrics.h"
 #include "pgpool.h"
 #include "version.h"
+#include "ws.h"
+
+#include <sys/resource.h>
 
 extern char **environ;
 
@@ -46,7 +49,9 @@ typedef struct gw_main
 	struct lws_context *ctx;
 	gw_pool    *pool;
 	gw_http_server *http;
+	gw_ws	   *ws;
 	gw_metrics	metrics;
+	const char *config_path;	/* re-read on SIGHUP */
 	int			stop;			/* set by the signalfd callback */
 	const char *stop_signal;
 } gw_main;
@@ -78,7 +83,8 @@ on_pool_event(void *user, const gw_pool_event *ev)
 	gw_log_level level = GW_LOG_INFO;
 	const char *event = "db_event";
 
-	(void) user;
+	if (user && ((gw_main *) user)->ws)
+		gw_ws_on_pool_event(((gw_main *) user)->ws, ev);
 	switch (ev->type)
 	{
 		case GW_POOL_EV_CONNECTED:
@@ -112,6 +118,71 @@ on_pool_event(void *user, const gw_pool_event *ev)
 	if (ev->message)
 		gw_log_str(&l, ev->type == GW_POOL_EV_NOTICE ? "message" : "error", ev->message);
 	gw_log_emit(&l, level);
+}
+
+/* NOTIFY from the pool: leader changes for the WebSocket watches. */
+static void
+on_pool_notify(void *user, const char *channel, const char *payload)
+{
+	gw_main    *m = user;
+
+	if (m->ws)
+		gw_ws_on_notify(m->ws, channel, payload);
+}
+
+/*
+ * SIGHUP: re-read the file and the environment; take the settings that
+ * can change while running (limits, secrets, origins, log level), keep
+ * the rest and say which changed settings need a restart. A bad file
+ * changes nothing. No connection is dropped.
+ */
+static void
+reload_config(gw_main *m)
+{
+	gw_config	n;
+	char		err[1024];
+	char		restart[256] = "";
+
+	gw_config_defaults(&n);
+	if ((m->config_path && gw_config_load_file(&n, m->config_path, err, sizeof(err)) < 0) ||
+		gw_config_apply_env(&n, err, sizeof(err)) < 0 ||
+		gw_config_validate(&n, err, sizeof(err)) < 0)
+	{
+		gw_log_event(GW_LOG_ERROR, "config_reload", "status", "rejected", "error", err, NULL);
+		return;
+	}
+#define RESTART_ONLY(field) \
+	if (memcmp(&n.field, &m->cfg.field, sizeof(n.field)) != 0) \
+	{ \
+		snprintf(restart + strlen(restart), sizeof(restart) - strlen(restart), \
+				 "%s%s", restart[0] ? "," : "", #field); \
+		memcpy(&n.field, &m->cfg.field, sizeof(n.field)); \
+	}
+	RESTART_ONLY(listen_address);
+	RESTART_ONLY(http_port);
+	RESTART_ONLY(db_conninfo);
+	RESTART_ONLY(pool_size);
+	RESTART_ONLY(max_http_header_bytes);
+	RESTART_ONLY(tls_cert_file);
+	RESTART_ONLY(tls_key_file);
+	RESTART_ONLY(web_root);
+	RESTART_ONLY(ws_ping_interval_s);
+	RESTART_ONLY(ws_idle_timeout_s);
+#undef RESTART_ONLY
+	{
+		gw_config	old = m->cfg;
+
+		m->cfg = n;
+		if (m->ws && gw_ws_load_keys(m->ws, &m->cfg, err, sizeof(err)) < 0)
+		{
+			m->cfg = old;
+			gw_log_event(GW_LOG_ERROR, "config_reload", "status", "rejected", "error", err, NULL);
+			return;
+		}
+	}
+	gw_log_configure(m->cfg.log_level, 2);
+	gw_log_event(GW_LOG_INFO, "config_reload", "status", "applied",
+				 restart[0] ? "restart_needed_for" : NULL, restart, NULL);
 }
 
 /* HTTP access callback: one event=http_request line per answer. */
@@ -154,8 +225,8 @@ control_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 	{
 		if (si.ssi_signo == SIGHUP)
 		{
-			gw_log_event(GW_LOG_WARN, "signal", "signal", "SIGHUP", "action", "ignored",
-						 "reason", "configuration reload is not supported", NULL);
+			gw_log_event(GW_LOG_INFO, "signal", "signal", "SIGHUP", "action", "reload", NULL);
+			reload_config(m);
 			continue;
 		}
 		m->stop = 1;
@@ -270,8 +341,26 @@ run(gw_main *m)
 	gw_metrics_init(&m->metrics, (int64_t) time(NULL));
 	lws_set_log_level(LLL_ERR | LLL_WARN, gw_log_lws_emit);
 
+	/* room for ws_max_connections sockets: raise the soft fd limit */
+	{
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max)
+		{
+			rl.rlim_cur = rl.rlim_max;
+			(void) setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
+	static lws_retry_bo_t retry;
+
+	memset(&retry, 0, sizeof(retry));
+	retry.secs_since_valid_ping = (uint16_t) m->cfg.ws_ping_interval_s;
+	retry.secs_since_valid_hangup = (uint16_t) m->cfg.ws_idle_timeout_s;
 	memset(&info, 0, sizeof(info));
-	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+	info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_VALIDATE_UTF8;
+	if (m->cfg.tls_cert_file[0])
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+	info.retry_and_idle_policy = &retry;
 	info.port = CONTEXT_PORT_NO_LISTEN;
 	info.max_http_header_data = (unsigned short) m->cfg.max_http_header_bytes;
 	info.server_string = GW_PROGRAM;
@@ -300,6 +389,9 @@ run(gw_main *m)
 	po.reconnect_max_ms = m->cfg.reconnect_max_ms;
 	po.max_pending = m->cfg.max_pending_queries;
 	po.on_event = on_pool_event;
+	po.event_user = m;
+	po.listen_channel = "svcbus_leader";
+	po.on_notify = on_pool_notify;
 	if (gw_pool_create(m->ctx, &po, &m->pool, err, sizeof(err)) != GW_POOL_OK)
 	{
 		gw_log_event(GW_LOG_ERROR, "startup_error", "error", err, NULL);
@@ -307,7 +399,19 @@ run(gw_main *m)
 		goto out;
 	}
 
+	m->ws = gw_ws_create(m->ctx, m->pool, &m->cfg, err, sizeof(err));
+	if (!m->ws)
+	{
+		gw_log_event(GW_LOG_ERROR, "startup_error", "error", err, NULL);
+		rc = 1;
+		goto out;
+	}
+
 	memset(&ho, 0, sizeof(ho));
+	ho.ws = m->ws;
+	ho.web_root = m->cfg.web_root;
+	ho.tls_cert_file = m->cfg.tls_cert_file;
+	ho.tls_key_file = m->cfg.tls_key_file;
 	ho.listen_address = m->cfg.listen_address;
 	ho.port = m->cfg.http_port;
 	ho.health_timeout_ms = m->cfg.health_timeout_ms;
@@ -337,6 +441,7 @@ run(gw_main *m)
 	}
 
 out:
+	gw_ws_shutdown(m->ws);		/* close 1001 to every client, stop using the pool */
 	if (m->http)
 		gw_http_detach_pool(m->http);
 	gw_pool_destroy(m->pool);	/* queued/running queries end with SHUTDOWN */
@@ -347,6 +452,8 @@ out:
 	m->ctx = NULL;
 	gw_http_free(m->http);
 	m->http = NULL;
+	gw_ws_free(m->ws);
+	m->ws = NULL;
 	return rc;
 }
 
@@ -397,6 +504,7 @@ main(int argc, char **argv)
 	}
 
 	gw_log_configure(GW_LOG_INFO, 2);
+	m.config_path = path;
 	rc = load_config(&m.cfg, path);
 	if (rc != 0)
 		return rc;

@@ -8,6 +8,7 @@
  * Contracts of the exported functions are stated in metrics.h.
  */
 #include "metrics.h"
+#include "ws.h"
 
 #include <inttypes.h>
 #include <string.h>
@@ -162,5 +163,60 @@ gw_metrics_render(const gw_metrics *m, const gw_pool_stats *db,
 			gw_buf_printf(out, "\"} %" PRIu64 "\n", n);
 		}
 	}
+	return gw_buf_failed(out) ? -1 : 0;
+}
+
+int
+gw_metrics_render_ws(const gw_ws_stats *ws, gw_buf *out)
+{
+	static const char *const close_labels[6] = {"1001", "1003", "1008", "1009", "4xxx", "other"};
+
+	family(out, "svcbus_gateway_ws_connections", "gauge", "Open WebSocket connections.");
+	gw_buf_printf(out, "svcbus_gateway_ws_connections %d\n", ws->connections);
+	family(out, "svcbus_gateway_ws_connections_total", "counter",
+		   "WebSocket connections accepted.");
+	sample_u64(out, "svcbus_gateway_ws_connections_total", ws->connections_total);
+	family(out, "svcbus_gateway_ws_connections_rejected_total", "counter",
+		   "WebSocket upgrades refused (origin, path, connection limit, shutting down).");
+	sample_u64(out, "svcbus_gateway_ws_connections_rejected_total", ws->connections_rejected);
+	family(out, "svcbus_gateway_ws_frames_total", "counter",
+		   "WebSocket messages, by direction.");
+	gw_buf_printf(out, "svcbus_gateway_ws_frames_total{direction=\"in\"} %" PRIu64 "\n", ws->frames_in);
+	gw_buf_printf(out, "svcbus_gateway_ws_frames_total{direction=\"out\"} %" PRIu64 "\n", ws->frames_out);
+	family(out, "svcbus_gateway_ws_bytes_total", "counter",
+		   "WebSocket payload bytes, by direction.");
+	gw_buf_printf(out, "svcbus_gateway_ws_bytes_total{direction=\"in\"} %" PRIu64 "\n", ws->bytes_in);
+	gw_buf_printf(out, "svcbus_gateway_ws_bytes_total{direction=\"out\"} %" PRIu64 "\n", ws->bytes_out);
+	family(out, "svcbus_gateway_ws_operations_total", "counter",
+		   "Requests received, by operation (unknown: unparsable or no such operation).");
+	for (int i = 0; i <= ws->nops; i++)
+		if (ws->ops[i])
+			gw_buf_printf(out, "svcbus_gateway_ws_operations_total{op=\"%s\"} %" PRIu64 "\n",
+						  ws->op_names[i], ws->ops[i]);
+	family(out, "svcbus_gateway_ws_errors_total", "counter",
+		   "Error replies, by code (SQLSTATE from the database or the gateway).");
+	for (int i = 0; i < GW_WS_ERROR_CODES; i++)
+	{
+		if (!ws->errors[i])
+			continue;
+		gw_buf_puts(out, "svcbus_gateway_ws_errors_total{code=\"");
+		gw_metrics_append_label_value(out, ws->error_codes[i]);
+		gw_buf_printf(out, "\"} %" PRIu64 "\n", ws->errors[i]);
+	}
+	family(out, "svcbus_gateway_ws_closes_total", "counter",
+		   "Connections closed by the gateway, by close code.");
+	for (int i = 0; i < 6; i++)
+		if (ws->closes_by_code[i])
+			gw_buf_printf(out, "svcbus_gateway_ws_closes_total{code=\"%s\"} %" PRIu64 "\n",
+						  close_labels[i], ws->closes_by_code[i]);
+	family(out, "svcbus_gateway_ws_messages_delivered_total", "counter",
+		   "Queue messages pushed to subscribers.");
+	sample_u64(out, "svcbus_gateway_ws_messages_delivered_total", ws->messages_delivered);
+	family(out, "svcbus_gateway_ws_subscription_groups", "gauge",
+		   "Subscription groups (queue, role, visibility timeout) with subscribers.");
+	gw_buf_printf(out, "svcbus_gateway_ws_subscription_groups %d\n", ws->subscription_groups);
+	family(out, "svcbus_gateway_ws_long_polls", "gauge",
+		   "Long polls holding a database connection now.");
+	gw_buf_printf(out, "svcbus_gateway_ws_long_polls %d\n", ws->polls_running);
 	return gw_buf_failed(out) ? -1 : 0;
 }

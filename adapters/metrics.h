@@ -56,6 +56,11 @@ void		gw_metrics_count_http(gw_metrics *m, gw_metrics_path path, int status);
 int			gw_metrics_render(const gw_metrics *m, const gw_pool_stats *db,
 							  const char *version, gw_buf *out);
 
+struct gw_ws_stats;
+
+/* Append the WebSocket families (connections, frames, operations, errors). */
+int			gw_metrics_render_ws(const struct gw_ws_stats *ws, gw_buf *out);
+
 /* Append s escaped as a Prometheus label value (\\, \", \n), no quotes. */
 int			gw_metrics_append_label_value(gw_buf *out, const char *s);
 

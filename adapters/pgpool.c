@@ -104,6 +104,21 @@ pool_emit(gw_pool *pool, gw_pool_event_type type, pool_conn *c,
 }
 
 
+/* Hand every NOTIFY libpq has parsed to opts.on_notify (or drop it). */
+static void
+conn_drain_notifies(pool_conn *c)
+{
+	for (PGnotify *n = PQnotifies(c->pg); n; n = PQnotifies(c->pg))
+	{
+		if (c->pool->opts.on_notify)
+			c->pool->opts.on_notify(c->pool->opts.event_user, n->relname,
+									n->extra ? n->extra : "");
+		PQfreemem(n);
+		if (!c->pg)
+			return;
+	}
+}
+
 /* ---------- connection plumbing ---------- */
 
 /* Zero-delay timer: ask lws for POLLOUT on the conn's wsi if libpq still wants it. */
@@ -145,6 +160,8 @@ conn_release(pool_conn *c)
 	conn_detach_wsi(c);
 	PQclear(c->result);
 	c->result = NULL;
+	c->pipelined = 0;
+	c->setup = 0;
 	if (c->pg)
 		PQfinish(c->pg);
 	c->pg = NULL;
@@ -312,6 +329,27 @@ conn_on_connected(pool_conn *c)
 	c->fatal[0] = '\0';
 	pool_emit(c->pool, GW_POOL_EV_CONNECTED, c, NULL, 0);	/* attempt = tries */
 	c->attempts = 0;
+	if (c->index == 1 && c->pool->listen_channel)
+	{
+		char		sql[96];
+		int			r;
+
+		/* a set-up statement with no query: conn_collect() makes it IDLE */
+		snprintf(sql, sizeof(sql), "LISTEN %s", c->pool->listen_channel);
+		if (!PQsendQuery(c->pg, sql))
+		{
+			gwp_conn_fail(c, GW_QUERY_CONNECTION_LOST, conn_reason(c));
+			return;
+		}
+		c->setup = 1;
+		c->state = CONN_BUSY;
+		r = PQflush(c->pg);
+		if (r < 0)
+			gwp_conn_fail(c, GW_QUERY_CONNECTION_LOST, conn_reason(c));
+		else if (r > 0)
+			conn_request_write(c);
+		return;
+	}
 	gwp_dispatch(c->pool);
 }
 
@@ -406,14 +444,37 @@ conn_collect(pool_conn *c)
 	gw_query_status status;
 	char		msg[GW_POOL_ERROR_MAX];
 
-	while (!PQisBusy(c->pg))
+	for (;;)
 	{
-		PGresult   *r = PQgetResult(c->pg);
+		PGresult   *r;
 		ExecStatusType st;
 
+		if (PQisBusy(c->pg))
+			return;				/* more input needed */
+		r = PQgetResult(c->pg);
 		if (!r)
+		{
+			if (c->pipelined)
+				continue;		/* end of one statement; wait for the Sync */
 			break;
+		}
 		st = PQresultStatus(r);
+		if (st == PGRES_PIPELINE_SYNC)
+		{
+			PQclear(r);
+			c->pipelined = 0;
+			if (!PQexitPipelineMode(c->pg))
+			{
+				gwp_conn_fail(c, GW_QUERY_CONNECTION_LOST, conn_reason(c));
+				return;
+			}
+			break;
+		}
+		if (st == PGRES_PIPELINE_ABORTED)
+		{
+			PQclear(r);			/* skipped after the first error */
+			continue;
+		}
 		if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
 		{
 			PQclear(r);
@@ -430,13 +491,15 @@ conn_collect(pool_conn *c)
 		else
 			PQclear(r);
 	}
-	if (PQisBusy(c->pg))
-		return;
 	if (PQstatus(c->pg) == CONNECTION_BAD)
 	{
 		gwp_conn_fail(c, GW_QUERY_CONNECTION_LOST, conn_reason(c));
 		return;
 	}
+	conn_drain_notifies(c);
+	if (!c->pg)
+		return;
+	c->setup = 0;
 	q = c->query;
 	res = c->result;
 	c->query = NULL;
@@ -471,10 +534,26 @@ conn_send(pool_conn *c, gw_query *q)
 {
 	gw_pool    *pool = c->pool;
 	int			r;
+	int			ok;
 
-	if (!PQsendQueryParams(c->pg, q->sql, q->nparams, q->types,
-						   (const char *const *) q->values, q->lengths,
-						   q->formats, q->result_binary ? 1 : 0))
+	if (q->role)
+	{
+		const char *const rv[1] = {q->role};
+
+		ok = PQenterPipelineMode(c->pg) &&
+			PQsendQueryParams(c->pg, "SELECT pg_catalog.set_config('role', $1, true)",
+							  1, NULL, rv, NULL, NULL, 0) &&
+			PQsendQueryParams(c->pg, q->sql, q->nparams, q->types,
+							  (const char *const *) q->values, q->lengths,
+							  q->formats, q->result_binary ? 1 : 0) &&
+			PQpipelineSync(c->pg);
+		c->pipelined = 1;
+	}
+	else
+		ok = PQsendQueryParams(c->pg, q->sql, q->nparams, q->types,
+							   (const char *const *) q->values, q->lengths,
+							   q->formats, q->result_binary ? 1 : 0);
+	if (!ok)
 	{
 		gwp_queue_push(pool, q, 1);
 		gwp_conn_fail(c, GW_QUERY_CONNECTION_LOST, conn_reason(c));
@@ -545,10 +624,11 @@ conn_on_readable(pool_conn *c)
 				conn_collect(c);
 				return;
 			}
-			/* idle: parse (notices), drop notifications, check health */
+			/* idle: parse (notices, notifications), check health */
 			(void) PQisBusy(c->pg);
-			for (PGnotify *n = PQnotifies(c->pg); n; n = PQnotifies(c->pg))
-				PQfreemem(n);
+			conn_drain_notifies(c);
+			if (!c->pg)
+				return;
 			if (PQstatus(c->pg) == CONNECTION_BAD)
 				gwp_conn_fail(c, GW_QUERY_CONNECTION_LOST, conn_reason(c));
 			return;
@@ -672,6 +752,23 @@ gw_pool_create(struct lws_context *ctx, const gw_pool_options *opts,
 		goto nomem;
 	pool->opts.conninfo = pool->conninfo;
 	pool->opts.application_name = pool->appname;
+	if (opts->listen_channel)
+	{
+		const char *ch = opts->listen_channel;
+
+		if (!*ch || strlen(ch) > 63 || strspn(ch, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(ch) ||
+			(*ch >= '0' && *ch <= '9'))
+		{
+			snprintf(err, errlen, "invalid listen channel");
+			free(pool->conninfo);
+			free(pool->appname);
+			free(pool);
+			return GW_POOL_EINVAL;
+		}
+		if (!(pool->listen_channel = strdup(ch)))
+			goto nomem;
+		pool->opts.listen_channel = pool->listen_channel;
+	}
 	for (int i = 0; i < opts->size; i++)
 	{
 		pool->conns[i].pool = pool;
@@ -700,6 +797,7 @@ nomem:
 	{
 		free(pool->conninfo);
 		free(pool->appname);
+		free(pool->listen_channel);
 		free(pool);
 	}
 	snprintf(err, errlen, "out of memory");
@@ -744,6 +842,7 @@ gw_pool_destroy(gw_pool *pool)
 		}
 	}
 	lws_vhost_destroy(pool->vh);
+	free(pool->listen_channel);
 	free(pool->conninfo);
 	free(pool->appname);
 	free(pool);

@@ -74,7 +74,17 @@ typedef enum gw_query_status
 typedef void (*gw_query_cb) (void *user, gw_query_status status,
 							 const PGresult *res, const char *errmsg);
 
-/* A query to run. Everything is copied by gw_pool_submit(). */
+/*
+ * A query to run. Everything is copied by gw_pool_submit().
+ *
+ * With role set, the statement runs as that role inside one transaction:
+ * the pool sends, in one pipeline (one round trip), "SELECT
+ * pg_catalog.set_config('role', $1, true)" and then the statement,
+ * followed by one Sync. Both run in the implicit transaction that ends at
+ * the Sync, so the role ends with it; an error in either aborts both and
+ * is reported as GW_QUERY_SQL_ERROR with the first error's result. The
+ * login role must be a member of role (PostgREST's authenticator model).
+ */
 typedef struct gw_query_spec
 {
 	const char *sql;			/* one statement; $1..$n for parameters */
@@ -85,6 +95,7 @@ typedef struct gw_query_spec
 	const Oid  *types;			/* parameter type OIDs, or NULL = inferred */
 	int			result_binary;	/* nonzero: ask for binary result columns */
 	int			timeout_ms;		/* deadline from submission; 0 = pool default */
+	const char *role;			/* non-NULL: run as this role (below) */
 	gw_query_cb cb;				/* required */
 	void	   *user;			/* passed to cb */
 } gw_query_spec;
@@ -110,6 +121,9 @@ typedef struct gw_pool_event
 
 typedef void (*gw_pool_event_cb) (void *user, const gw_pool_event *ev);
 
+/* A NOTIFY received on any pool connection (strings valid during the call). */
+typedef void (*gw_pool_notify_cb) (void *user, const char *channel, const char *payload);
+
 typedef struct gw_pool_options
 {
 	const char *conninfo;		/* libpq conninfo string or URI */
@@ -122,6 +136,10 @@ typedef struct gw_pool_options
 	int			max_pending;	/* wait-queue bound (>= 0) */
 	gw_pool_event_cb on_event;	/* may be NULL */
 	void	   *event_user;
+	const char *listen_channel; /* NULL, or a channel connection 1 LISTENs
+								 * to after each connect (a plain
+								 * identifier: [a-z_][a-z0-9_]*) */
+	gw_pool_notify_cb on_notify;	/* may be NULL; also gets event_user */
 } gw_pool_options;
 
 typedef struct gw_pool_stats

@@ -38,6 +38,8 @@ typedef struct pool_conn
 	int			started;		/* an attempt was made before */
 	gw_query   *query;			/* running query, or NULL */
 	PGresult   *result;			/* result collected for query */
+	int			pipelined;		/* the running query is a role pipeline */
+	int			setup;			/* running the LISTEN set-up (no query) */
 	char		fatal[GW_POOL_ERROR_MAX];	/* FATAL text sent by the server */
 	lws_sorted_usec_list_t sul_timer;	/* back-off or connect deadline */
 	lws_sorted_usec_list_t sul_write;	/* deferred POLLOUT request */
@@ -59,6 +61,7 @@ struct gw_query
 	int		   *formats;
 	Oid		   *types;			/* NULL = let the server infer */
 	int			result_binary;
+	char	   *role;			/* NULL, or run as this role */
 	int			timeout_ms;
 	lws_sorted_usec_list_t sul_deadline;
 };
@@ -70,6 +73,7 @@ struct gw_pool
 	gw_pool_options opts;		/* strings point to the copies below */
 	char	   *conninfo;
 	char	   *appname;
+	char	   *listen_channel;
 	pool_conn	conns[GW_POOL_MAX_SIZE];
 	gw_query   *q_head;			/* FIFO of queries waiting for a conn */
 	gw_query   *q_tail;

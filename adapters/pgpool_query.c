@@ -81,6 +81,7 @@ gwp_query_free(gw_query *q)
 	free(q->formats);
 	free(q->types);
 	free(q->sql);
+	free(q->role);
 	free(q);
 }
 
@@ -241,6 +242,8 @@ query_copy(const gw_query_spec *spec, const char **problem)
 		q->values[i][len] = '\0';
 		q->lengths[i] = (int) len;
 	}
+	if (spec->role && !(q->role = strdup(spec->role)))
+		goto fail;
 	q->result_binary = spec->result_binary;
 	q->cb = spec->cb;
 	q->user = spec->user;
