@@ -318,7 +318,8 @@ drain(gw_main *m)
 	lws_usec_t	end = lws_now_usecs() + GW_DRAIN_MS * LWS_US_PER_MS;
 
 	memset(&tick, 0, sizeof(tick));
-	while (gw_http_in_progress(m->http) > 0 && lws_now_usecs() < end)
+	while ((gw_http_in_progress(m->http) > 0 || gw_ws_open_connections(m->ws) > 0) &&
+		   lws_now_usecs() < end)
 	{
 		lws_sul_schedule(m->ctx, 0, &tick, drain_tick, 20 * LWS_US_PER_MS);
 		if (lws_service(m->ctx, 0) < 0)

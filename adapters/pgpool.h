@@ -198,6 +198,13 @@ gw_pool_rc	gw_pool_submit(gw_pool *pool, const gw_query_spec *spec,
  */
 void		gw_pool_cancel(gw_pool *pool, gw_query *q);
 
+/*
+ * Server process ID of the connection running q, or 0 while q is queued.
+ * For asking the server to cancel a long statement with pg_cancel_backend()
+ * on another connection (PQcancel would block the loop).
+ */
+int			gw_pool_query_backend_pid(const gw_query *q);
+
 /* Snapshot of counters and connection states. */
 void		gw_pool_get_stats(const gw_pool *pool, gw_pool_stats *out);
 

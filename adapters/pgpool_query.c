@@ -330,6 +330,14 @@ gw_pool_cancel(gw_pool *pool, gw_query *q)
 	q->user = NULL;
 }
 
+int
+gw_pool_query_backend_pid(const gw_query *q)
+{
+	if (!q || q->queued || !q->conn || !q->conn->pg)
+		return 0;
+	return PQbackendPID(q->conn->pg);
+}
+
 void
 gw_pool_get_stats(const gw_pool *pool, gw_pool_stats *out)
 {

@@ -47,6 +47,14 @@
 #define POLL_BATCH 100				/* messages one long poll may take */
 #define RATE_STRIKES_CLOSE 100		/* refused requests in a row before 1008 */
 #define ERRMSG_MAX 512
+/*
+ * lws_write()'s close opcode: the public header leaves value 4 out ("handled
+ * by lws_close_reason()"), but lws 4.x still writes a close frame for it.
+ * lws_close_reason() + returning -1 closes the socket at once, see
+ * conn_write().
+ */
+#define GW_LWS_WRITE_CLOSE ((enum lws_write_protocol) 4)
+#define CLOSE_LINGER_S 3			/* wait this long for the client's close */
 
 typedef struct ws_conn ws_conn;
 typedef struct ws_group ws_group;
@@ -87,6 +95,13 @@ typedef struct ws_sub
 	json_t	   *pending_reply;	/* subscribe request id until the first poll */
 } ws_sub;
 
+#define POLL_SQL \
+	"SELECT coalesce(json_agg(json_build_object('msg_id', id, 'body', body, " \
+	"'body_base64', encode(body_bytes, 'base64'), 'headers', headers, " \
+	"'deliveries', deliveries, 'enqueued_at', enqueued_at, 'priority', priority, " \
+	"'group', group_key)), '[]')::text " \
+	"FROM svcbus.receive($1, $2::int, $3::float8, $4::float8)"
+
 struct ws_group
 {
 	struct ws_group *next;		/* gw_ws list */
@@ -99,6 +114,10 @@ struct ws_group
 	ws_sub	   *subs;
 	ws_sub	   *rr;				/* next to be dealt a message */
 	gw_query   *poll;
+	char		poll_sql[sizeof(POLL_SQL) + 48];	/* this poll's text, unique */
+	int			cancel_sent;	/* asked the server to cancel the poll */
+	int			cancel_tries;
+	gw_query   *cancel_q;		/* the cancel request in flight */
 	int			verified;		/* a poll succeeded: the role may receive */
 };
 
@@ -130,6 +149,7 @@ struct ws_conn
 	int			established;
 	int			authed;
 	int			closing;		/* a close is queued: ignore input */
+	int			close_sent;		/* our close frame is out: linger */
 	char		role[GW_JWT_ROLE_MAX + 1];
 	char		owner[96];		/* default lock owner / candidate */
 	int64_t		exp;
@@ -171,6 +191,7 @@ struct gw_ws
 	ws_group   *wait_head,
 			   *wait_tail;
 	int			polls_running;
+	unsigned long long poll_serial;
 	ws_watch   *watches;
 	gw_ws_stats st;
 	uint64_t	op_counts[64];
@@ -267,7 +288,9 @@ conn_close(ws_conn *c, int code, const char *reason)
 
 	if (c->closing)
 		return;
-	o = malloc(sizeof(*o) + LWS_PRE + len + 1);
+	if (len > 120)
+		len = 120;				/* a close payload holds at most 125 bytes */
+	o = malloc(sizeof(*o) + LWS_PRE + 2 + len + 1);
 	if (!o)
 	{
 		c->closing = 1;
@@ -275,9 +298,12 @@ conn_close(ws_conn *c, int code, const char *reason)
 		return;
 	}
 	o->next = NULL;
-	o->len = len;
+	o->len = 2 + len;
 	o->close_code = code;
-	memcpy(o->data + LWS_PRE, reason, len + 1);
+	o->data[LWS_PRE] = (char) (code >> 8);
+	o->data[LWS_PRE + 1] = (char) (code & 0xff);
+	memcpy(o->data + LWS_PRE + 2, reason, len);
+	o->data[LWS_PRE + 2 + len] = '\0';
 	c->ws->st.closes_by_code[code == GW_WS_CLOSE_GOING_AWAY ? 0 :
 							 code == GW_WS_CLOSE_UNSUPPORTED ? 1 :
 							 code == GW_WS_CLOSE_POLICY ? 2 :
@@ -630,13 +656,6 @@ conn_submit(ws_conn *c, json_t *id, json_t *msg, const gw_ws_op *op, const char 
 static void group_poll_done(void *user, gw_query_status st, const PGresult *res,
 							const char *errmsg);
 
-#define POLL_SQL \
-	"SELECT coalesce(json_agg(json_build_object('msg_id', id, 'body', body, " \
-	"'body_base64', encode(body_bytes, 'base64'), 'headers', headers, " \
-	"'deliveries', deliveries, 'enqueued_at', enqueued_at, 'priority', priority, " \
-	"'group', group_key)), '[]')::text " \
-	"FROM svcbus.receive($1, $2::int, $3::float8, $4::float8)"
-
 #define NACK_SQL \
 	"SELECT json_build_object('nacked', count(*))::text " \
 	"FROM unnest($2::bigint[]) AS m(id), LATERAL svcbus.nack($1, m.id, 0)"
@@ -672,7 +691,13 @@ group_start_poll(ws_group *g)
 	values[2] = g->vt[0] ? g->vt : NULL;
 	values[3] = wait;
 	memset(&spec, 0, sizeof(spec));
-	spec.sql = POLL_SQL;
+	/* a serial in a comment makes the text unique, so a later cancel can
+	 * check in pg_stat_activity that the backend still runs this poll */
+	snprintf(g->poll_sql, sizeof(g->poll_sql), "%s /* svcbus-gateway poll %llu */",
+			 POLL_SQL, (unsigned long long) ++ws->poll_serial);
+	g->cancel_sent = 0;
+	g->cancel_tries = 0;
+	spec.sql = g->poll_sql;
 	spec.nparams = 4;
 	spec.values = values;
 	spec.role = g->role;
@@ -752,9 +777,80 @@ group_free(ws_group *g)
 		gw_pool_cancel(ws->pool, g->poll);
 		ws->polls_running--;
 	}
+	if (g->cancel_q && ws->pool)
+		gw_pool_cancel(ws->pool, g->cancel_q);
 	ws->st.subscription_groups--;
 	free(g->queue);
 	free(g);
+}
+
+#define CANCEL_POLL_SQL \
+	"SELECT pg_catalog.pg_cancel_backend(pid) FROM pg_catalog.pg_stat_activity " \
+	"WHERE pid = $1::int AND state = 'active' AND query = $2"
+
+static void group_cancel_poll(ws_group *g);
+
+/* Zero rows: the backend was not (yet) in the poll's statement; retry a
+ * few times, then let the poll run out its wait. */
+static void
+cancel_done(void *user, gw_query_status st, const PGresult *res, const char *errmsg)
+{
+	ws_group   *g = user;
+
+	(void) errmsg;
+	g->cancel_q = NULL;
+	if (st == GW_QUERY_OK && PQntuples(res) == 0 && g->poll && !g->subs &&
+		g->cancel_tries < 3)
+	{
+		g->cancel_sent = 0;
+		group_cancel_poll(g);
+	}
+}
+
+/*
+ * The group's last subscriber left while its long poll waits: ask the
+ * server to end the poll now rather than hold a slot and a connection for
+ * up to ws_poll_wait_ms. A queued poll is simply withdrawn. The cancel
+ * runs as the login role (it may signal its own backends) and only hits
+ * the backend while it still runs this very poll text. Messages the poll
+ * took anyway come back to group_poll_done, which nacks them.
+ */
+static void
+group_cancel_poll(ws_group *g)
+{
+	gw_ws	   *ws = g->ws;
+	gw_query_spec spec;
+	char		pid[16];
+	const char *values[2];
+	char		err[GW_POOL_ERROR_MAX + 96];
+	int			backend;
+
+	if (g->cancel_sent || !ws->pool || !g->poll)
+		return;
+	backend = gw_pool_query_backend_pid(g->poll);
+	if (backend <= 0)
+	{
+		group_free(g);			/* withdraws the queued poll */
+		groups_dispatch(ws);
+		return;
+	}
+	snprintf(pid, sizeof(pid), "%d", backend);
+	values[0] = pid;
+	values[1] = g->poll_sql;
+	memset(&spec, 0, sizeof(spec));
+	spec.sql = CANCEL_POLL_SQL;
+	spec.nparams = 2;
+	spec.values = values;
+	spec.timeout_ms = ws->cfg->query_timeout_ms;
+	spec.cb = cancel_done;
+	spec.user = g;
+	if (gw_pool_submit(ws->pool, &spec, &g->cancel_q, err, sizeof(err)) == GW_POOL_OK)
+	{
+		g->cancel_sent = 1;
+		g->cancel_tries++;
+	}
+	else
+		g->cancel_q = NULL;
 }
 
 /* Nack ids (messages nobody can take) as role; best effort. */
@@ -888,6 +984,20 @@ group_poll_done(void *user, gw_query_status st, const PGresult *res, const char 
 
 	g->poll = NULL;
 	ws->polls_running--;
+	if (g->cancel_sent && st == GW_QUERY_SQL_ERROR && res &&
+		PQresultErrorField(res, PG_DIAG_SQLSTATE) &&
+		strcmp(PQresultErrorField(res, PG_DIAG_SQLSTATE), "57014") == 0)
+	{
+		/* our own cancel: nothing was taken; poll again if someone joined */
+		g->cancel_sent = 0;
+		if (!g->subs)
+			group_free(g);
+		else
+			conn_kick_group(g);
+		groups_dispatch(ws);
+		return;
+	}
+	g->cancel_sent = 0;
 	if (st == GW_QUERY_OK && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
 		arr = json_loads(PQgetvalue(res, 0, 0), 0, &jerr);
 	if (st == GW_QUERY_OK && !json_is_array(arr))
@@ -970,6 +1080,8 @@ sub_remove(ws_sub *s, int nack_held)
 	free(s);
 	if (!g->subs && !g->poll)
 		group_free(g);
+	else if (!g->subs)
+		group_cancel_poll(g);
 }
 
 static ws_sub *
@@ -1621,9 +1733,28 @@ conn_write(ws_conn *c)
 		return 0;
 	if (o->close_code)
 	{
-		lws_close_reason(c->wsi, (enum lws_close_status) o->close_code,
-						 o->data + LWS_PRE, o->len);
-		return -1;
+		/*
+		 * Send the close frame ourselves and linger: closing the socket
+		 * while the client's frames are still arriving makes the kernel
+		 * answer with a reset, which destroys the close frame (and the
+		 * replies before it) in the client's receive buffer. Input is
+		 * read and dropped until the client's close arrives (lws then
+		 * ends the connection) or CLOSE_LINGER_S passes.
+		 */
+		if (c->close_sent)
+			return 0;
+		/* the entry holds the close payload: 2-byte code, then reason */
+		if (lws_write(c->wsi, (unsigned char *) o->data + LWS_PRE, o->len,
+					  GW_LWS_WRITE_CLOSE) < 0)
+			return -1;
+		c->close_sent = 1;
+		if (c->rx_paused)
+		{
+			c->rx_paused = 0;
+			lws_rx_flow_control(c->wsi, 1);
+		}
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_CLOSE_ACK, CLOSE_LINGER_S);
+		return 0;
 	}
 	n = lws_write(c->wsi, o->data + LWS_PRE, o->len, LWS_WRITE_TEXT);
 	if (n < (int) o->len)
@@ -1923,6 +2054,12 @@ gw_ws_shutdown(gw_ws *ws)
 				r->q = NULL;
 			}
 	ws->pool = NULL;
+}
+
+int
+gw_ws_open_connections(const gw_ws *ws)
+{
+	return ws ? ws->st.connections : 0;
 }
 
 void

@@ -102,6 +102,9 @@ void		gw_ws_on_pool_event(gw_ws *ws, const gw_pool_event *ev);
  * with 1001. */
 void		gw_ws_shutdown(gw_ws *ws);
 
+/* Connections still open (for a bounded drain of close frames at shutdown). */
+int			gw_ws_open_connections(const gw_ws *ws);
+
 /* Snapshot of the counters (pointers valid until the next loop turn). */
 void		gw_ws_get_stats(const gw_ws *ws, gw_ws_stats *out);
 

@@ -265,7 +265,7 @@ gw_ws_parse_request(const char *text, size_t len, gw_ws_request *out,
 	json_t	   *op;
 
 	memset(out, 0, sizeof(*out));
-	msg = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+	msg = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
 	if (!msg)
 	{
 		*code = GW_WS_E_PROTOCOL;

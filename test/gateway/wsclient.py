@@ -92,6 +92,13 @@ class Client:
     def recv(self, timeout=10):
         return json.loads(self.recv_raw(timeout))
 
+    def _next(self, left, what):
+        """Next message within left seconds; AssertionError when none comes."""
+        try:
+            return self.recv(left)
+        except asyncio.TimeoutError:
+            raise AssertionError("timed out waiting for " + what)
+
     def wait_closed(self, timeout=10):
         """Read until the server closes; returns (code, reason)."""
         async def drain():
@@ -116,7 +123,7 @@ class Client:
         while rid not in self.replies:
             left = deadline - time.time()
             assert left > 0, "no reply to request %s (pushes: %s)" % (rid, self.pushes[-5:])
-            m = self.recv(left)
+            m = self._next(left, "reply %s" % rid)
             if "push" in m:
                 self.pushes.append(m)
             else:
@@ -145,7 +152,7 @@ class Client:
                     return self.pushes.pop(i)
             left = deadline - time.time()
             assert left > 0, "no %s push" % kind
-            m = self.recv(left)
+            m = self._next(left, "a %s push" % kind)
             if "push" in m:
                 self.pushes.append(m)
             else:

@@ -293,7 +293,7 @@ static void
 test_every_key_settable(void **state)
 {
 	(void) state;
-	assert_int_equal(gw_config_key_count(), 12);
+	assert_int_equal(gw_config_key_count(), 31);
 	for (int i = 0; i < gw_config_key_count(); i++)
 		assert_non_null(gw_config_key_name(i));
 	assert_null(gw_config_key_name(gw_config_key_count()));

@@ -29,7 +29,8 @@ json(const char *s)
 	return out;
 }
 
-/* Only the exact paths route; anything else is 404. */
+/* Only the exact paths route (the demo page's files by a fixed table, so no
+ * path reaches the file system); anything else is 404. */
 static void
 test_routes(void **state)
 {
@@ -40,7 +41,11 @@ test_routes(void **state)
 	assert_int_equal(gw_http_route_for_path("/HEALTH"), GW_ROUTE_NOT_FOUND);
 	assert_int_equal(gw_http_route_for_path("/healthz"), GW_ROUTE_NOT_FOUND);
 	assert_int_equal(gw_http_route_for_path(""), GW_ROUTE_NOT_FOUND);
-	assert_int_equal(gw_http_route_for_path("/"), GW_ROUTE_NOT_FOUND);
+	assert_int_equal(gw_http_route_for_path("/"), GW_ROUTE_STATIC);
+	assert_int_equal(gw_http_route_for_path("/svcbus.js"), GW_ROUTE_STATIC);
+	assert_int_equal(gw_http_route_for_path("/../etc/passwd"), GW_ROUTE_NOT_FOUND);
+	assert_int_equal(gw_http_route_for_path("/ws"), GW_ROUTE_WS);
+	assert_int_equal(gw_http_route_for_path("/ws/"), GW_ROUTE_NOT_FOUND);
 	assert_int_equal(gw_http_route_label(GW_ROUTE_HEALTH), GW_METRICS_PATH_HEALTH);
 	assert_int_equal(gw_http_route_label(GW_ROUTE_NOT_FOUND), GW_METRICS_PATH_OTHER);
 }
@@ -57,6 +62,9 @@ test_precheck(void **state)
 	assert_int_equal(gw_http_precheck(GW_ROUTE_HEALTH, "HEAD"), 405);
 	assert_int_equal(gw_http_precheck(GW_ROUTE_NOT_FOUND, "GET"), 404);
 	assert_int_equal(gw_http_precheck(GW_ROUTE_NOT_FOUND, "POST"), 404);
+	assert_int_equal(gw_http_precheck(GW_ROUTE_STATIC, "GET"), 0);
+	assert_int_equal(gw_http_precheck(GW_ROUTE_STATIC, "POST"), 405);
+	assert_int_equal(gw_http_precheck(GW_ROUTE_WS, "GET"), 400);
 }
 
 /* Database answered: 200, "reachable", the version and the pool section. */
