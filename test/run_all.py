@@ -4,13 +4,14 @@
 Layers, in order: C unit tests (cmocka), pg_regress (make installcheck on a
 temporary instance, plus the no-preload instance), pgTAP (pg_prove against a
 test cluster), process-level tests and gateway tests (pytest with the
-harness in test/harness).  Each layer's own runner output is shown as it
+harness in test/harness), then a bounded libFuzzer run of the gateway's
+request parser with its planted-crash self-test (test/fuzz/run_fuzz.py).  Each layer's own runner output is shown as it
 runs; its counts are parsed from that output.  A layer that crashes before
 reporting counts as one failure.  The last line is `N passed, N failed`;
 the exit code is 0 only when nothing failed.
 
 Expects `make install` to have run (the Makefile's `test` target does it).
-Usage: test/run_all.py [layer ...]   (layers: unit regress pgtap process gateway)
+Usage: test/run_all.py [layer ...]   (layers: unit regress pgtap process gateway fuzz)
 """
 
 import glob
@@ -150,12 +151,22 @@ def layer_pytest(directory):
     return p, f
 
 
+def layer_fuzz():
+    rc, out = run([PY, os.path.join(ROOT, "test", "fuzz", "run_fuzz.py")])
+    p = len(re.findall(r" PASSED$", out, re.M))
+    f = len(re.findall(r" FAILED$", out, re.M))
+    if rc != 0 and f == 0:
+        f = 1
+    return p, f
+
+
 LAYERS = {
     "unit": layer_unit,
     "regress": layer_regress,
     "pgtap": layer_pgtap,
     "process": lambda: layer_pytest("process"),
     "gateway": lambda: layer_pytest("gateway"),
+    "fuzz": layer_fuzz,
 }
 
 
