@@ -99,16 +99,41 @@ CONF
     "${PSQL[@]}" -d svcbus -c "CREATE EXTENSION IF NOT EXISTS svcbus"
     echo "$sum" > "$DIR/extension.sha256"
 
-    if [ ! -f "$DIR/gateway.conf" ]; then
-        local gport; gport=$(free_port 8181)
+    # The gateway logs in as svcbus_gw, which holds no rights of its own and
+    # may only become the roles granted to it; WebSocket clients name one
+    # of those in a token signed with the secret in $DIR/jwt.secret.
+    "${PSQL[@]}" -d svcbus <<'SQL'
+DO $$ BEGIN
+  CREATE ROLE svcbus_gw LOGIN NOINHERIT;
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+DO $$ BEGIN
+  CREATE ROLE svcbus_demo NOLOGIN;
+EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+GRANT svcbus_demo TO svcbus_gw;
+SELECT svcbus.create_queue('demo') WHERE NOT EXISTS (SELECT 1 FROM svcbus.list_queues() WHERE name = 'demo');
+SELECT svcbus.grant_queue('demo', 'svcbus_demo', 'send'), svcbus.grant_queue('demo', 'svcbus_demo', 'receive');
+SQL
+    if [ ! -s "$DIR/jwt.secret" ]; then
+        (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/jwt.secret")
+        [ "$(id -u)" = 0 ] && chown postgres "$DIR/jwt.secret"
+    fi
+    if [ ! -f "$DIR/gateway.conf" ] || ! grep -q '^jwt_secret_file' "$DIR/gateway.conf"; then
+        local gport
+        gport=$(sed -n 's/^http_port = //p' "$DIR/gateway.conf" 2>/dev/null || true)
+        [ -n "$gport" ] || gport=$(free_port 8181)
         cat > "$DIR/gateway.conf" <<CONF
 # svcbus-gateway configuration written by make run (see adapters/svcbus-gateway.conf.example)
 listen_address = 127.0.0.1
 http_port = $gport
-db_conninfo = 'host=127.0.0.1 port=$PORT dbname=svcbus user=postgres'
+db_conninfo = 'host=127.0.0.1 port=$PORT dbname=svcbus user=svcbus_gw'
 pool_size = 4
+jwt_secret_file = $DIR/jwt.secret
 CONF
         chmod 644 "$DIR/gateway.conf"
+        # a running gateway reads a changed file on SIGHUP, but not its pool's login
+        if pid=$(gateway_pid); then
+            start-stop-daemon --stop --pidfile "$DIR/gateway.pid" --retry TERM/10/KILL/5 >/dev/null || true
+        fi
     fi
     GPORT=$(sed -n 's/^http_port = //p' "$DIR/gateway.conf")
     if gateway_outdated; then
@@ -156,7 +181,35 @@ SELECT items, hits, misses, round(hit_ratio::numeric, 2) AS hit_ratio, overhead_
 SQL
     echo "== gateway health:"
     curl -s "http://127.0.0.1:$GPORT/health"; echo
+    # A token for role svcbus_demo, valid 24 hours (HS256, standard library only).
+    TOKEN=$(/usr/bin/python3 - "$DIR/jwt.secret" <<'PY'
+import base64, hashlib, hmac, json, sys, time
+key = open(sys.argv[1], "rb").read()
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+si = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + \
+     b64(json.dumps({"role": "svcbus_demo", "exp": int(time.time()) + 86400}).encode())
+print(si + "." + b64(hmac.new(key, si.encode(), hashlib.sha256).digest()))
+PY
+)
+    echo "== the same queue over WebSocket (svcbus.v1, as role svcbus_demo):"
+    SVCBUS_ROOT=$ROOT /usr/bin/python3 - "$GPORT" "$TOKEN" <<'PY'
+import json, sys
+import os
+sys.path.insert(0, os.path.join(os.environ["SVCBUS_ROOT"], "test", "gateway"))
+from wsclient import Client
+c = Client(int(sys.argv[1]), token=sys.argv[2])
+for op, fields in (("send", {"queue": "demo", "body": {"hello": "websocket"}}),
+                   ("subscribe", {"queue": "demo", "prefetch": 10})):
+    print("  ->", json.dumps(dict(op=op, **fields)), "\n  <-", json.dumps(c.ok(op, **fields)))
+m = c.push()
+print("  <- push", json.dumps({k: m[k] for k in ("push", "sub", "queue", "msg_id", "body", "deliveries")}))
+print("  ->", json.dumps({"op": "ack", "queue": "demo", "msg_ids": [m["msg_id"]]}),
+      "\n  <-", json.dumps(c.ok("ack", queue="demo", msg_ids=[m["msg_id"]])))
+c.close()
+PY
     echo
+    echo "Demo page: http://127.0.0.1:$GPORT/#token=$TOKEN&queue=demo"
+    echo "WebSocket: ws://127.0.0.1:$GPORT/ws  (subprotocol svcbus.v1; token above, role svcbus_demo)"
     echo "Connect:   psql -h 127.0.0.1 -p $PORT -U postgres svcbus"
     echo "Health:    curl -s http://127.0.0.1:$GPORT/health"
     echo "Metrics:   curl -s http://127.0.0.1:$GPORT/metrics"
