@@ -2030,8 +2030,17 @@ gw_ws_shutdown(gw_ws *ws)
 {
 	if (!ws)
 		return;
+	/* requests still waiting for the database are answered 57P01 (the
+	 * database may or may not have done them), then every socket closes
+	 * with 1001 */
 	for (ws_conn *c = ws->conns; c; c = c->anext)
+	{
+		for (ws_req *r = c->reqs; r; r = r->next)
+			if (r->q && !r->internal)
+				conn_send_error(c, r->id, GW_WS_E_SHUTDOWN, "gateway is shutting down",
+								"The request may or may not have been carried out.", NULL);
 		conn_close(c, GW_WS_CLOSE_GOING_AWAY, "gateway is shutting down");
+	}
 	/* queries end with SHUTDOWN from gw_pool_destroy(); forget the pool first */
 	for (ws_group *g = ws->groups; g; g = g->next)
 		if (g->poll)

@@ -106,7 +106,7 @@ def test_metrics_prometheus_format_and_counters_move(make_gateway):
 
 def test_unknown_path_is_404_json(make_gateway):
     gw = make_gateway()
-    for path in ("/", "/nope", "/health/extra", "/HEALTH", "/metrics.txt"):
+    for path in ("/index.htm", "/web/demo.js", "/nope", "/health/extra", "/HEALTH", "/metrics.txt"):
         status, headers, body = http(gw.url(path))
         assert status == 404, path
         assert headers["content-type"].startswith("application/json")
