@@ -76,7 +76,7 @@ DEB_PACKAGES = build-essential pkg-config postgresql-15 postgresql-server-dev-15
 	libpq-dev libwebsockets-dev libxml2-dev libcmocka-dev libjansson-dev libssl-dev \
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl \
 	python3 python3-psycopg python3-websockets python3-pytest curl procps \
-	clang libclang-rt-14-dev chromium
+	clang libclang-rt-14-dev chromium openssl
 BENCH_PACKAGES = postgresql-15-pgq3 pgqd redis-server memcached
 
 .PHONY: deps bench-deps gateway gateway-install run stop test unit \

@@ -593,16 +593,31 @@ gw_http_listen(struct lws_context *ctx, const gw_http_options *opts,
 	vi.user = srv;
 	if (opts->tls_cert_file && *opts->tls_cert_file)
 	{
+		const char *unreadable = access(opts->tls_cert_file, R_OK) != 0 ? "tls_cert_file" :
+			(!opts->tls_key_file || access(opts->tls_key_file, R_OK) != 0) ? "tls_key_file" : NULL;
+
+		if (unreadable)
+		{
+			snprintf(err, errlen, "cannot read %s \"%s\"", unreadable,
+					 strcmp(unreadable, "tls_cert_file") == 0 ? opts->tls_cert_file :
+					 opts->tls_key_file ? opts->tls_key_file : "");
+			free(srv);
+			return -1;
+		}
 		vi.ssl_cert_filepath = opts->tls_cert_file;
 		vi.ssl_private_key_filepath = opts->tls_key_file;
+		/* lws 4.1 reads this from the vhost's info too, else the vhost
+		 * silently speaks plain HTTP */
+		vi.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 	}
 	if (!strchr(opts->listen_address, ':'))
 		vi.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
 	srv->vh = lws_create_vhost(ctx, &vi);
 	if (!srv->vh)
 	{
-		snprintf(err, errlen, "could not listen on %s port %d", opts->listen_address,
-				 opts->port);
+		snprintf(err, errlen, "could not listen on %s port %d%s", opts->listen_address,
+				 opts->port, vi.ssl_cert_filepath ?
+				 " with the TLS certificate and key (see the lws lines above)" : "");
 		free(srv);
 		return -1;
 	}

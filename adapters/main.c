@@ -13,8 +13,8 @@
  *
  * Signals: SIGTERM, SIGINT and SIGHUP are blocked and read from a
  * signalfd adopted into the lws loop, so a signal is an ordinary loop
- * event (no async-signal-safety concerns, no missed wake-up). SIGHUP is
- * logged and ignored (no reload yet). SIGPIPE is ignored.
+ * event (no async-signal-safety concerns, no missed wake-up). SIGHUP
+ * reloads the configuration (reload_config). SIGPIPE is ignored.
  *
  * Exit status: 0 clean shutdown or --check-config OK, 1 run-time failure
  * (cannot listen, lws failure), 2 usage or configuration error.

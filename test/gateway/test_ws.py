@@ -720,3 +720,35 @@ def test_no_database_is_57P03_and_shutdown_is_57P01_then_1001(make_gw, env):
         os.kill(pids[0], signal.SIGCONT)
     assert g2.proc.wait(15) == 0
     drain(env, "orders")
+
+
+# ------------------------------------------------------------------ TLS
+
+
+def test_tls_when_a_certificate_is_configured(make_gw, env, tmp_path):
+    """With tls_cert_file/tls_key_file the port speaks only TLS: wss:// and
+    https:// work with the certificate as trust anchor, plain ws:// does not."""
+    import ssl
+    import subprocess
+    cert, key = str(tmp_path / "gw.crt"), str(tmp_path / "gw.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    os.chmod(str(tmp_path), 0o755)
+    g = make_gw(tls_cert_file=cert, tls_key_file=key)
+    ctx = ssl.create_default_context(cafile=cert)
+    with urllib.request.urlopen("https://127.0.0.1:%d/health" % g.port, context=ctx,
+                                timeout=10) as r:
+        assert r.status == 200
+    c = Client(g.port, token=make_token("alice"), scheme="wss", ssl=ctx)
+    assert c.ok("ping") == {"pong": True}
+    assert "msg_id" in c.ok("send", queue="orders", body="over tls")
+    c.close()
+    with pytest.raises(Exception):
+        Client(g.port, token=make_token("alice"))    # plain ws:// to a TLS port
+    drain(env, "orders")
+    bad = Gateway(env, gw_config(env, tls_cert_file=str(tmp_path / "missing.crt"),
+                                 tls_key_file=key))
+    bad.start(wait=False)
+    assert bad.proc.wait(10) == 1
+    assert 'cannot read tls_cert_file' in bad.log_text()

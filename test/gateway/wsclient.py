@@ -66,7 +66,8 @@ class Client:
     """One WebSocket connection; requests get ids 1, 2, ..."""
 
     def __init__(self, port, token=None, path="/ws", subprotocols=(SUBPROTOCOL,),
-                 headers=None, origin=None, auth=True, max_size=64 * 1024 * 1024):
+                 headers=None, origin=None, auth=True, max_size=64 * 1024 * 1024,
+                 scheme="ws", ssl=None):
         self.loop = loop()
         self.next_id = 0
         self.pushes = []
@@ -75,8 +76,10 @@ class Client:
         kw = {}
         if origin:
             kw["origin"] = origin
+        if ssl is not None:
+            kw["ssl"] = ssl
         self.ws = self.loop.run_until_complete(websockets.connect(
-            "ws://127.0.0.1:%d%s" % (port, path), subprotocols=list(subprotocols) or None,
+            "%s://127.0.0.1:%d%s" % (scheme, port, path), subprotocols=list(subprotocols) or None,
             extra_headers=extra, max_size=max_size, open_timeout=10, ping_interval=None, **kw))
         if token is not None and auth:
             r = self.request("auth", token=token)
