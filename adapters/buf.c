@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 void
 gw_buf_init(gw_buf *b, size_t headroom, size_t max)
 {
@@ -169,57 +171,51 @@ gw_buf_append_json_string(gw_buf *b, const char *s)
 {
 	const unsigned char *p;
 	size_t		n;
+	char	   *clean;
+	size_t		len = 0;
+	json_t	   *str;
+	char	   *out;
+	int			rc;
 
 	if (!s)
 		return gw_buf_append(b, "null", 4);
+	/* jansson refuses invalid UTF-8: replace each bad byte with U+FFFD first */
 	p = (const unsigned char *) s;
 	n = strlen(s);
-	gw_buf_append(b, "\"", 1);
+	clean = malloc(n * 3 + 1);
+	if (!clean)
+	{
+		b->failed = 1;
+		return -1;
+	}
 	while (n > 0)
 	{
-		unsigned char c = *p;
-		int			seq;
+		int			seq = gw_utf8_sequence_len(p, n);
 
-		if (c == '"' || c == '\\')
-		{
-			char		esc[2] = {'\\', (char) c};
-
-			gw_buf_append(b, esc, 2);
-			p++, n--;
-			continue;
-		}
-		if (c < 0x20)
-		{
-			switch (c)
-			{
-				case '\n':
-					gw_buf_append(b, "\\n", 2);
-					break;
-				case '\r':
-					gw_buf_append(b, "\\r", 2);
-					break;
-				case '\t':
-					gw_buf_append(b, "\\t", 2);
-					break;
-				default:
-					gw_buf_printf(b, "\\u%04x", c);
-					break;
-			}
-			p++, n--;
-			continue;
-		}
-		seq = gw_utf8_sequence_len(p, n);
 		if (seq == 0)
 		{
-			gw_buf_append(b, "\\ufffd", 6);
+			memcpy(clean + len, "\xEF\xBF\xBD", 3);
+			len += 3;
 			p++, n--;
 			continue;
 		}
-		gw_buf_append(b, (const char *) p, (size_t) seq);
+		memcpy(clean + len, p, (size_t) seq);
+		len += (size_t) seq;
 		p += seq;
 		n -= (size_t) seq;
 	}
-	return gw_buf_append(b, "\"", 1);
+	str = json_stringn(clean, len);
+	free(clean);
+	out = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
+	json_decref(str);
+	if (!out)
+	{
+		b->failed = 1;
+		return -1;
+	}
+	rc = gw_buf_append(b, out, strlen(out));
+	free(out);
+	return rc;
 }
 
 const char *

@@ -1,6 +1,6 @@
 /*
  * ws.c - the svcbus.v1 WebSocket endpoint (see ws.h; protocol in the
- * README, "WebSocket protocol").
+ * README, "WebSocket (svcbus.v1)").
  *
  * Connection life cycle (one ws_conn per connection, lws's per-session
  * data, zeroed by lws):
