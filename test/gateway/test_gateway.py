@@ -449,3 +449,18 @@ def test_pool_unit_tests_against_live_database(running_cluster):
     assert r.returncode == 0, out
     assert "[  PASSED  ] 15 test(s)." in out, out
     assert "SKIPPED" not in out
+
+
+def test_every_config_key_is_documented():
+    """Each key the parser accepts appears in the shipped example (as a
+    commented default) and in adapters/README.md's table."""
+    import re
+    src = open(os.path.join(ROOT, "adapters", "config.c")).read()
+    keys = re.findall(r'^\t\{"([a-z_]+)", K_', src, re.M)
+    assert len(keys) >= 31
+    example = open(os.path.join(ROOT, "adapters", "svcbus-gateway.conf.example")).read()
+    readme = open(os.path.join(ROOT, "adapters", "README.md")).read()
+    missing = [k for k in keys if not re.search(r"^#%s =" % k, example, re.M)]
+    assert not missing, "not in the example: %s" % missing
+    missing = [k for k in keys if "`%s`" % k not in readme]
+    assert not missing, "not in adapters/README.md: %s" % missing
