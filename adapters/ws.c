@@ -925,6 +925,30 @@ sub_deliver(ws_sub *s, json_t *m)
 	}
 }
 
+/* Take s out of its connection's and its group's lists (not freed). */
+static void
+sub_unlink(ws_sub *s)
+{
+	ws_conn    *c = s->c;
+	ws_group   *g = s->g;
+
+	for (ws_sub **p = &c->subs; *p; p = &(*p)->next)
+		if (*p == s)
+		{
+			*p = s->next;
+			break;
+		}
+	c->nsubs--;
+	if (s->gprev)
+		s->gprev->gnext = s->gnext;
+	else
+		g->subs = s->gnext;
+	if (s->gnext)
+		s->gnext->gprev = s->gprev;
+	if (g->rr == s)
+		g->rr = NULL;
+}
+
 /* Reply to subscribes that waited for the group's first poll. */
 static void
 group_answer_pending(ws_group *g, gw_query_status st, const PGresult *res, const char *errmsg)
@@ -948,22 +972,7 @@ group_answer_pending(ws_group *g, gw_query_status st, const PGresult *res, const
 				ws_conn    *c = s->c;
 
 				conn_send_query_error(c, id, st, res, errmsg);
-				/* drop the subscription */
-				for (ws_sub **p = &c->subs; *p; p = &(*p)->next)
-					if (*p == s)
-					{
-						*p = s->next;
-						break;
-					}
-				c->nsubs--;
-				if (s->gprev)
-					s->gprev->gnext = s->gnext;
-				else
-					g->subs = s->gnext;
-				if (s->gnext)
-					s->gnext->gprev = s->gprev;
-				if (g->rr == s)
-					g->rr = NULL;
+				sub_unlink(s);	/* drop the subscription */
 				free(s->held);
 				free(s);
 			}
@@ -1048,24 +1057,9 @@ group_poll_done(void *user, gw_query_status st, const PGresult *res, const char 
 static void
 sub_remove(ws_sub *s, int nack_held)
 {
-	ws_conn    *c = s->c;
 	ws_group   *g = s->g;
 
-	for (ws_sub **p = &c->subs; *p; p = &(*p)->next)
-		if (*p == s)
-		{
-			*p = s->next;
-			break;
-		}
-	c->nsubs--;
-	if (s->gprev)
-		s->gprev->gnext = s->gnext;
-	else
-		g->subs = s->gnext;
-	if (s->gnext)
-		s->gnext->gprev = s->gprev;
-	if (g->rr == s)
-		g->rr = NULL;
+	sub_unlink(s);
 	if (nack_held && s->nheld > 0)
 	{
 		json_t	   *ids = json_array();
