@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -35,6 +36,7 @@ class Browser:
     """Headless Chromium with one page, spoken to over the DevTools protocol."""
 
     def __init__(self):
+        self.ws = None
         self.profile = tempfile.mkdtemp(prefix="svcbus-chromium-")
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu",
@@ -42,6 +44,13 @@ class Browser:
              "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
              "--user-data-dir=" + self.profile, "--window-size=1200,800", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            self._attach()
+        except BaseException:
+            self.close()                 # never leave a browser behind
+            raise
+
+    def _attach(self):
         port = None
         deadline = time.time() + 60
         while time.time() < deadline and port is None:
@@ -52,6 +61,8 @@ class Browser:
             if m:
                 port = int(m.group(1))
         assert port, "chromium did not open its DevTools port"
+        # keep reading its stderr so a full pipe never blocks the browser
+        threading.Thread(target=lambda: [None for _ in self.proc.stderr], daemon=True).start()
         with urllib.request.urlopen("http://127.0.0.1:%d/json/list" % port, timeout=10) as r:
             pages = [t for t in json.loads(r.read()) if t["type"] == "page"]
         self.loop = loop()
@@ -94,10 +105,11 @@ class Browser:
                              % (what, self.console, self.eval("document.body.innerText")))
 
     def close(self):
-        try:
-            self.loop.run_until_complete(self.ws.close())
-        except Exception:
-            pass
+        if self.ws is not None:
+            try:
+                self.loop.run_until_complete(self.ws.close())
+            except Exception:
+                pass
         self.proc.terminate()
         try:
             self.proc.wait(15)
