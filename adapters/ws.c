@@ -22,7 +22,7 @@
  *
  * Subscriptions: subscribers of one queue under one role with one
  * visibility timeout form a group. A group with free credit runs one
- * long poll, svcbus.receive(queue, min(credit, 100), vt, wait), on a pool
+ * long poll, svcbus.receive(queue, min(credit, 500), vt, wait), on a pool
  * connection; the extension wakes it when a message commits (condition
  * variable). What it returns is dealt round-robin to the group's
  * subscribers with credit. At most ws_max_polls long polls run at once
@@ -44,7 +44,7 @@
 #include <libwebsockets.h>
 
 #define OUT_HIGH_WATER (256 * 1024)	/* unsent bytes that pause reading */
-#define POLL_BATCH 100				/* messages one long poll may take */
+#define POLL_BATCH 500				/* messages one long poll may take */
 #define RATE_STRIKES_CLOSE 100		/* refused requests in a row before 1008 */
 #define ERRMSG_MAX 512
 /*

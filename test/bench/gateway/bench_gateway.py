@@ -27,7 +27,7 @@ Phases (each flow run for both peers in turn, gateway first):
 Consumers: gateway peer = WebSocket clients (python3-websockets, asyncio,
 spread over BENCH_GW_CLIENT_PROCS processes) subscribed with a prefetch,
 acking in batches; libpq peer = psycopg AsyncConnections spread the same
-way, each looping receive(q, 100, NULL, 1) + ack(q, ids).  CPU time of
+way, each looping receive(q, 500, NULL, 1) + ack(q, ids).  CPU time of
 every part (gateway, its database backends, producers, consumers, the
 rest of PostgreSQL, the whole machine) is read from /proc over each
 measured window, to tell who was saturated.
@@ -78,7 +78,7 @@ IDLE_HOLD = max(1.0, env_num("BENCH_GW_IDLE_HOLD", 5.0))       # seconds they ar
 PREFETCH = max(1, env_num("BENCH_GW_PREFETCH", 200, int))      # WebSocket subscription credit
 ACK_BATCH = max(1, env_num("BENCH_GW_ACK_BATCH", 50, int))     # WebSocket: ack at this many ...
 ACK_MS = max(0.1, env_num("BENCH_GW_ACK_MS", 5.0))             # ... or when the oldest waits this long
-RECV_BATCH = max(1, env_num("BENCH_GW_RECV_BATCH", 100, int))  # libpq receive max (= the gateway's poll batch)
+RECV_BATCH = max(1, env_num("BENCH_GW_RECV_BATCH", 500, int))  # libpq receive max (= the gateway's poll batch)
 RECV_WAIT = 1.0                                                # libpq receive wait (s)
 PRODUCERS = max(1, env_num("BENCH_GW_PRODUCERS", 2, int))
 SEND_BATCH = max(1, env_num("BENCH_GW_SEND_BATCH", 100, int))  # messages per send_batch at full speed
