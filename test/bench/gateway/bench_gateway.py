@@ -51,6 +51,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import urllib.error
@@ -265,6 +266,51 @@ def metric_deltas(before, after, names=BAD_METRICS):
     return d
 
 
+class MetricsSampler(threading.Thread):
+    """Scrapes the gateway's /metrics every 0.2 s during a window: its pool's
+    queue and busy connections, long polls, and the rates of queries, acks
+    and pushes (where the gateway spends its database round trips)."""
+
+    GAUGES = {"pending": "svcbus_gateway_db_pending_queries",
+              "busy": "svcbus_gateway_db_busy_connections",
+              "long_polls": "svcbus_gateway_ws_long_polls"}
+    COUNTERS = {"queries": "svcbus_gateway_db_queries_total",
+                "acks": 'svcbus_gateway_ws_operations_total{op="ack"}',
+                "pushes": "svcbus_gateway_ws_messages_delivered_total"}
+
+    def __init__(self, gw):
+        super().__init__(daemon=True)
+        self.gw = gw
+        self.samples = []
+        self.stop_ev = threading.Event()
+
+    def run(self):
+        while not self.stop_ev.is_set():
+            m = scrape(self.gw)
+            if m:
+                self.samples.append((time.time(), m))
+            self.stop_ev.wait(0.2)
+
+    def stop(self):
+        self.stop_ev.set()
+        self.join(10)
+
+    def summary(self):
+        if len(self.samples) < 2:
+            return None
+        out = {"samples": len(self.samples)}
+        for k, name in self.GAUGES.items():
+            vals = [m.get(name, 0.0) for _, m in self.samples]
+            out[k + "_mean"] = round(sum(vals) / len(vals), 2)
+            out[k + "_max"] = max(vals)
+        (ta, a), (tb, b) = self.samples[0], self.samples[-1]
+        for k, name in self.COUNTERS.items():
+            out[k + "_per_s"] = round((b.get(name, 0.0) - a.get(name, 0.0)) / max(1e-6, tb - ta), 1)
+        if out["acks_per_s"]:
+            out["pushes_per_ack"] = round(out["pushes_per_s"] / out["acks_per_s"], 1)
+        return out
+
+
 def http_get(url, timeout=10):
     """(status, body text); never raises for an HTTP status."""
     try:
@@ -280,11 +326,12 @@ def http_get(url, timeout=10):
 # Client processes (spawned: only plain data crosses)
 # ---------------------------------------------------------------------------
 
-def producer_main(dsn, qname, mode, rate, nprod, sent, delivered, go, stop, out_q):
+def producer_main(dsn, qname, mode, rate, nprod, sent, delivered, done, go, stop, out_q):
     """Inserts messages with svcbus.send_batch: at full speed (SEND_BATCH per
     statement while the backlog is under BACKLOG) or at rate/nprod msg/s
     (every statement sends what is due, at most MAX_RATE_BATCH).  Reports
-    the ids with the clock before the statement and after it returned."""
+    the ids with the clock before the statement and after it returned;
+    counts itself in done once its last statement returned."""
     ids, t_send, t_commit, errors = array.array("q"), array.array("d"), array.array("d"), []
     stmts = 0
     try:
@@ -321,6 +368,8 @@ def producer_main(dsn, qname, mode, rate, nprod, sent, delivered, go, stop, out_
                     sent.value += k
     except Exception as e:
         errors.append("producer: %r" % e)
+    with done.get_lock():
+        done.value += 1
     out_q.put(("producer", os.getpid(), {"ids": ids, "t_send": t_send, "t_commit": t_commit,
                                           "statements": stmts, "errors": errors}))
 
@@ -688,25 +737,27 @@ class Bench:
         q = self.new_queue("%s_c%d_%s" % (scen[:3], n, peer))
         busy = cpu_busy(0.5)
         ctx = mp.get_context("spawn")
-        sent, delivered = ctx.Value("q", 0), ctx.Value("q", 0)
+        sent, delivered, pdone = ctx.Value("q", 0), ctx.Value("q", 0), ctx.Value("i", 0)
         go, stop_prod, stop_cons = ctx.Event(), ctx.Event(), ctx.Event()
         ready, out_q = ctx.Queue(), ctx.Queue()
         if peer == "gateway":
             target = (self.ws_url(self.gw), self.token)
-            m_before = scrape(self.gw)
         else:
             target = self.cluster.dsn(user=DIRECT_ROLE) + " application_name=bench-consumer"
         cons = [ctx.Process(target=consumer_main, args=(peer, target, q, k, ready, stop_cons, delivered,
                                                         out_q)) for k in split(n, CLIENT_PROCS)]
         pdsn = self.dsn + " application_name=bench-producer"
         prods = [ctx.Process(target=producer_main, args=(pdsn, q, "rate" if rate else "max", rate,
-                                                         PRODUCERS, sent, delivered, go, stop_prod, out_q))
+                                                         PRODUCERS, sent, delivered, pdone, go, stop_prod, out_q))
                  for _ in range(PRODUCERS)]
         reports = {"producer": [], "consumer": []}
         hung = []
         cpu = None
         c_at = {}
         t_start = t_end = None
+        drain_s = 0.0
+        m_before = m_run = sampler = None
+        stalls = []
         try:
             for p in cons + prods:
                 p.start()
@@ -736,27 +787,43 @@ class Bench:
             groups["producer_backends"] = by_app.get("bench-producer", [])
             groups["postgres_other"] = [p for p in pg_all if p not in known]
             meter = CpuMeter(groups)
+            if peer == "gateway":
+                m_before = scrape(self.gw)
             go.set()
             time.sleep(RAMP)
             t_start = time.time()
             c_at["start"] = (sent.value, delivered.value)
+            if peer == "gateway":
+                sampler = MetricsSampler(self.gw)
+                sampler.start()
             meter.start()
-            time.sleep(secs)
+            # the window, watched for stalls: nothing delivered for 1 s while messages wait
+            last, last_t = delivered.value, time.time()
+            while time.time() < t_start + secs:
+                time.sleep(0.02)
+                d = delivered.value
+                if d != last:
+                    last, last_t = d, time.time()
+                elif sent.value > d and time.time() - last_t >= 1.0:
+                    stalls.append((round(last_t - t_start, 2), d, sent.value))
+                    last_t = time.time()
             cpu = meter.stop()
+            if sampler is not None:
+                sampler.stop()
             t_end = time.time()
             c_at["end"] = (sent.value, delivered.value)
             stop_prod.set()
-            # the rest: everything sent must come through
+            # the rest: everything sent must come through (producers count
+            # themselves done once their last statement returned)
             deadline = time.time() + DRAIN_S
-            last, last_t = -1, time.time()
             while time.time() < deadline:
-                if all(not p.is_alive() for p in prods) and delivered.value >= sent.value:
+                if pdone.value >= len(prods) and delivered.value >= sent.value:
                     break
-                if delivered.value != last:
-                    last, last_t = delivered.value, time.time()
-                time.sleep(0.02)
+                time.sleep(0.01)
             drain_s = time.time() - t_end
             c_at["drained"] = (sent.value, delivered.value)
+            if peer == "gateway":
+                m_run = scrape(self.gw)          # before the consumers leave
         finally:
             stop_prod.set()
             go.set()
@@ -786,10 +853,10 @@ class Bench:
                     % (tag, len(reports["producer"]), len(prods), len(reports["consumer"]), len(cons)))
         time.sleep(0.3)
         return self.analyse(peer, n, rate, secs, scen, tag, q, reports, cpu, c_at, t_start, t_end,
-                            drain_s, busy, m_before if peer == "gateway" else None, report)
+                            drain_s, busy, (m_before, m_run, sampler), stalls, report)
 
     def analyse(self, peer, n, rate, secs, scen, tag, q, reports, cpu, c_at, t0, t1, drain_s, busy,
-                m_before, report):
+                metrics, stalls, report):
         errs = []
         commit, sendt = {}, {}
         stmts = 0
@@ -846,12 +913,19 @@ class Bench:
             "n_closes": len(closes), "other_pushes": other, "consumer_process_cpu_s": ccpu,
             "producer_errors": errs[:10], "db": st, "cpu": cpu, "busy_cores_before": round(busy, 2),
         }
+        m_before, m_run, sampler = metrics
         if m_before is not None:
             m_after = scrape(self.gw)
-            res["gateway_metric_deltas"] = metric_deltas(m_before, m_after)
+            # the run (flow and drain) and the teardown (consumers leaving)
+            # apart: when the last subscriber of a group leaves, the gateway
+            # cancels its long poll on purpose, which counts as a query error
+            res["gateway_metric_deltas"] = metric_deltas(m_before, m_run or m_after)
+            res["gateway_teardown_metric_deltas"] = metric_deltas(m_run, m_after) if m_run else None
             res["gateway_pushes"] = (m_after.get("svcbus_gateway_ws_messages_delivered_total", 0)
                                      - m_before.get("svcbus_gateway_ws_messages_delivered_total", 0))
             res["gateway_alive"] = self.gw.proc.poll() is None
+            res["gateway_pool"] = sampler.summary() if sampler is not None else None
+        res["stalls"] = stalls
         # -- sanity: what breaks the benchmark (and what only reports the gateway)
         for e in errs:
             problem("%s: %s" % (tag, e))
@@ -874,8 +948,11 @@ class Bench:
         if dup:
             warn("%s: %d messages delivered more than once (visibility timeout is 30 s)" % (tag, dup))
         if res.get("gateway_metric_deltas"):
-            warn("%s: gateway counters of errors/closes/refusals grew: %s"
+            warn("%s: gateway counters of errors/closes/refusals grew during the run: %s"
                  % (tag, res["gateway_metric_deltas"]))
+        if stalls:
+            warn("%s: deliveries stalled for >= 1 s while messages waited, %d times "
+                 "(s into the window, delivered, sent): %s" % (tag, len(stalls), stalls[:5]))
         if res.get("gateway_alive") is False:
             problem("%s: the gateway exited (rc %s)" % (tag, self.gw.proc.returncode))
         if rate and in_window < 0.95 * rate * secs:
@@ -891,6 +968,13 @@ class Bench:
                    busy_note(busy)))
             if cpu:
                 log("          " + cpu_line(cpu))
+            gp = res.get("gateway_pool")
+            if gp:
+                log("          gateway pool: %.1f of %d connections busy (max %d), %.1f queries queued "
+                    "(max %d), %.1f long polls; %.0f queries/s, %.0f ack statements/s, %.1f pushes per ack"
+                    % (gp["busy_mean"], POOL, gp["busy_max"], gp["pending_mean"], gp["pending_max"],
+                       gp["long_polls_mean"], gp["queries_per_s"], gp["acks_per_s"],
+                       gp.get("pushes_per_ack") or 0))
         self.admin.execute("SELECT svcbus.drop_queue(%s, true)", (q,))
         return res
 
@@ -1105,6 +1189,15 @@ def report(results):
         c = g(scen, n, peer, "cpu")
         return c["cores"].get(part) if c else None
 
+    def pool_rows(s, scen, n):
+        gp = g(scen, n, "gateway", "gateway_pool")
+        if not gp:
+            return
+        rows.append((s, "messages per ack statement", "%.1f",
+                     {p: g(scen, n, p, "mean_ack_batch") for p in ALL_PEERS}))
+        rows.append((s, "gateway ack statements/s", "%.0f", {"gateway": gp["acks_per_s"]}))
+        rows.append((s, "gateway pool: queries queued (mean)", "%.1f", {"gateway": gp["pending_mean"]}))
+
     for n in CLIENTS:
         s = "tput c=%d" % n
         rows.append((s, "delivered msg/s (higher=better)", "%.0f",
@@ -1123,6 +1216,7 @@ def report(results):
                       if g("throughput", n, p, "cpu") else None for p in ALL_PEERS}))
         rows.append((s, "machine busy cores (of %d)" % (os.cpu_count() or 1), "%.2f",
                      {p: cores("throughput", n, p, "machine") for p in ALL_PEERS}))
+        pool_rows(s, "throughput", n)
     for key in ("latency", "latency_target"):
         for n in CLIENTS:
             rate = g(key, n, "gateway", "offered_per_s") or g(key, n, "libpq", "offered_per_s")
@@ -1139,6 +1233,7 @@ def report(results):
                                                                for p in ALL_PEERS}))
             rows.append((s, "gateway cores (gateway process)", "%.2f",
                          {"gateway": cores(key, n, "gateway", "gateway")}))
+            pool_rows(s, key, n)
     if I:
         s = "idle %d" % I.get("connections", 0)
         rows.append((s, "connections opened + authenticated", "%d", {"gateway": I.get("opened")}))
