@@ -19,10 +19,13 @@ OBJS = \
 	bgworkers/queue_worker.o \
 	bgworkers/lock_worker.o \
 	bgworkers/cache_worker.o \
+	bgworkers/paxos_worker.o \
 	extension/queue_api.o \
 	extension/topic_api.o \
 	extension/lock_api.o \
 	extension/cache_api.o \
+	extension/cluster_acceptor.o \
+	extension/cluster_api.o \
 	bus/lock_sm.o \
 	bus/lock_shmem.o \
 	bus/topic_match.o \
@@ -35,7 +38,12 @@ OBJS = \
 	bus/queue_ops.o \
 	bus/cache_sm.o \
 	bus/cache_shmem.o \
-	bus/cache_xact.o
+	bus/cache_xact.o \
+	bus/cluster_sm.o \
+	bus/cluster_shmem.o \
+	bus/registry_sm.o \
+	bus/registry_sm_cmd.o \
+	bus/registry_sm_read.o
 
 DATA = sql/svcbus--0.1.sql
 PGFILEDESC = "svcbus - service bus inside PostgreSQL"
@@ -51,6 +59,10 @@ NOPRELOAD_TESTS = nopreload
 
 PG_CPPFLAGS = -I$(CURDIR) -I. -Wall -Wextra -Wno-unused-parameter \
               -Wno-missing-field-initializers -Wno-sign-compare -Werror
+# The paxos worker talks to its peers with libpq (as dblink does).
+PG_CPPFLAGS += -I$(libpq_srcdir)
+SHLIB_LINK_INTERNAL = $(libpq)
+
 ifeq ($(SVCBUS_ASSERTS),1)
 PG_CPPFLAGS += -DUSE_ASSERT_CHECKING
 endif

@@ -12,6 +12,7 @@
 #include "utils/guc.h"
 
 #include "bus/cache.h"
+#include "bus/cluster.h"
 #include "bus/locks.h"
 #include "bus/queue.h"
 #include "extension/svcbus.h"
@@ -118,6 +119,73 @@ svcbus_guc_define(void)
                                 PGC_POSTMASTER, GUC_UNIT_MB,
                                 check_cache_memory, NULL, NULL);
     }
+
+    if (process_shared_preload_libraries_in_progress)
+    {
+        DefineCustomIntVariable("svcbus.cluster_node_id",
+                                "This server's node id in the svcbus cluster; 0 turns replication off.",
+                                "It must be one of the ids listed in svcbus.cluster_nodes.",
+                                &svcbus_cluster_node_id,
+                                0, 0, 255,
+                                PGC_POSTMASTER, 0,
+                                NULL, NULL, NULL);
+        DefineCustomStringVariable("svcbus.cluster_nodes",
+                                   "Members of the svcbus cluster: 'id=conninfo, id=conninfo, ...'.",
+                                   "Each conninfo is how the others reach that node (host, port, user; dbname is svcbus.database).",
+                                   &svcbus_cluster_nodes,
+                                   "",
+                                   PGC_POSTMASTER, 0,
+                                   NULL, NULL, NULL);
+        DefineCustomIntVariable("svcbus.cluster_max_keys",
+                                "Most keys the replicated registry holds.",
+                                "Must be the same on every member.",
+                                &svcbus_cluster_max_keys,
+                                10000, 16, 100000,
+                                PGC_POSTMASTER, 0,
+                                NULL, NULL, NULL);
+        DefineCustomIntVariable("svcbus.cluster_memory",
+                                "Shared memory for the replicated registry's keys, values and history.",
+                                "Must be the same on every member.",
+                                &svcbus_cluster_memory_mb,
+                                64, 1, 16 * 1024,
+                                PGC_POSTMASTER, GUC_UNIT_MB,
+                                NULL, NULL, NULL);
+        DefineCustomIntVariable("svcbus.cluster_history",
+                                "Changes the replicated registry keeps for kv_watch.",
+                                "Older changes are compacted automatically. Must be the same on every member.",
+                                &svcbus_cluster_history,
+                                10000, 1, 10000000,
+                                PGC_POSTMASTER, 0,
+                                NULL, NULL, NULL);
+    }
+    DefineCustomIntVariable("svcbus.cluster_timeout",
+                            "Longest wait of a cluster call for its command to be applied.",
+                            "Past it the call fails and the outcome is unknown.",
+                            &svcbus_cluster_timeout_ms,
+                            5000, 10, 3600 * 1000,
+                            PGC_USERSET, GUC_UNIT_MS,
+                            NULL, NULL, NULL);
+    DefineCustomIntVariable("svcbus.cluster_election_timeout",
+                            "Silence from the leader after which a member starts an election.",
+                            "Each member waits a random time between one and two times this.",
+                            &svcbus_cluster_election_timeout_ms,
+                            1000, 50, 60000,
+                            PGC_SIGHUP, GUC_UNIT_MS,
+                            NULL, NULL, NULL);
+    DefineCustomIntVariable("svcbus.cluster_heartbeat",
+                            "Interval of the leader's heartbeats.",
+                            NULL,
+                            &svcbus_cluster_heartbeat_ms,
+                            100, 10, 10000,
+                            PGC_SIGHUP, GUC_UNIT_MS,
+                            NULL, NULL, NULL);
+    DefineCustomIntVariable("svcbus.cluster_stale_limit",
+                            "Oldest leader contact a stale read accepts.",
+                            "A stale read on a member that has not heard from a leader for longer is refused.",
+                            &svcbus_cluster_stale_limit_ms,
+                            10000, 0, 3600 * 1000,
+                            PGC_USERSET, GUC_UNIT_MS,
+                            NULL, NULL, NULL);
 
     if (process_shared_preload_libraries_in_progress)
         DefineCustomIntVariable("svcbus.cache_max_value",

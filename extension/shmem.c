@@ -26,6 +26,7 @@
 #include "bus/locks.h"
 #include "bus/queue.h"
 #include "bus/cache.h"
+#include "bus/cluster.h"
 #include "extension/svcbus.h"
 
 SvcbusShared *svcbus_shared = NULL;
@@ -63,6 +64,7 @@ svcbus_shmem_request(void)
     svcbus_queue_shmem_request();
     svcbus_lock_shmem_request();
     svcbus_cache_shmem_request();
+    svcbus_cluster_shmem_request();
 }
 
 /* Seed slot i of a fresh table: name from the registry, history from carry. */
@@ -141,6 +143,7 @@ svcbus_shmem_startup(void)
     svcbus_queue_shmem_init();
     svcbus_lock_shmem_init();
     svcbus_cache_shmem_init();
+    svcbus_cluster_shmem_init();
     LWLockRelease(AddinShmemInitLock);
 
     if (!IsUnderPostmaster)

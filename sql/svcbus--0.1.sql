@@ -739,3 +739,125 @@ CREATE VIEW svcbus.cache_bindings AS
 COMMENT ON VIEW svcbus.cache_bindings IS
   'Tables whose committed changes invalidate cache keys (svcbus.cache_invalidate_on).';
 GRANT SELECT ON svcbus.cache_bindings TO PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Replication (Multi-Paxos across svcbus.cluster_nodes): the acceptor's
+-- durable state, the learner's applied index, the replicated registry's
+-- API and the cluster view.  See bus/README-paxos.md.
+
+-- The acceptor's promise (one row) and accepted values (one row per slot).
+CREATE TABLE svcbus_internal.paxos_acceptor (
+    id       integer PRIMARY KEY CHECK (id = 1),
+    promised bigint NOT NULL
+);
+INSERT INTO svcbus_internal.paxos_acceptor VALUES (1, 0);
+CREATE TABLE svcbus_internal.paxos_log (
+    slot   bigint PRIMARY KEY,
+    ballot bigint NOT NULL,
+    value  bytea NOT NULL
+);
+-- The learner's applied index (replayed from the node's own log at start).
+CREATE TABLE svcbus_internal.paxos_learner (
+    id           integer PRIMARY KEY CHECK (id = 1),
+    applied      bigint NOT NULL,
+    applied_time bigint NOT NULL,
+    digest       bigint NOT NULL
+);
+INSERT INTO svcbus_internal.paxos_learner VALUES (1, 0, 0, 0);
+REVOKE ALL ON svcbus_internal.paxos_acceptor, svcbus_internal.paxos_log,
+              svcbus_internal.paxos_learner FROM PUBLIC;
+
+-- Peer calls.  Not for users: EXECUTE is for the role the peers connect as
+-- (GRANT EXECUTE ON FUNCTION ... TO your_peer_role).
+CREATE FUNCTION svcbus._paxos_prepare(ballot bigint, from_slot bigint,
+    OUT ok boolean, OUT promised bigint, OUT match bigint, OUT entries bytea)
+AS 'MODULE_PATHNAME', 'svcbus_paxos_prepare'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION svcbus._paxos_prepare(bigint, bigint) IS
+  'Paxos phase 1 on this node''s acceptor (called by peers).';
+CREATE FUNCTION svcbus._paxos_accept(ballot bigint, entries bytea, commit_index bigint,
+    OUT ok boolean, OUT promised bigint, OUT match bigint, OUT entries bytea)
+AS 'MODULE_PATHNAME', 'svcbus_paxos_accept'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION svcbus._paxos_accept(bigint, bytea, bigint) IS
+  'Paxos phase 2 and heartbeat on this node''s acceptor (called by the leader).';
+CREATE FUNCTION svcbus._paxos_forward(envelopes bytea) RETURNS integer
+AS 'MODULE_PATHNAME', 'svcbus_paxos_forward'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION svcbus._paxos_forward(bytea) IS
+  'Hand clients'' commands to this node while it leads (called by followers).';
+REVOKE ALL ON FUNCTION svcbus._paxos_prepare(bigint, bigint), svcbus._paxos_accept(bigint, bytea, bigint),
+                       svcbus._paxos_forward(bytea) FROM PUBLIC;
+
+-- The registry.
+CREATE FUNCTION svcbus.kv_put(key text, value text, lease bigint DEFAULT 0) RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_kv_put' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.kv_put(text, text, bigint) IS
+  'Set key to value in the replicated registry (attached to lease if not 0); returns the new cluster revision.';
+CREATE FUNCTION svcbus.kv_get(key text, stale boolean DEFAULT false)
+RETURNS TABLE(key text, value text, create_revision bigint, mod_revision bigint, version bigint, lease bigint)
+AS 'MODULE_PATHNAME', 'svcbus_kv_get' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.kv_get(text, boolean) IS
+  'The key''s current value (no row if absent); linearizable unless stale is true.';
+CREATE FUNCTION svcbus.kv_range(prefix text, stale boolean DEFAULT false, max_keys integer DEFAULT 0)
+RETURNS TABLE(key text, value text, create_revision bigint, mod_revision bigint, version bigint, lease bigint)
+AS 'MODULE_PATHNAME', 'svcbus_kv_range' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.kv_range(text, boolean, integer) IS
+  'Keys starting with prefix, in key order; linearizable unless stale is true.';
+CREATE FUNCTION svcbus.kv_delete(key text, prefix boolean DEFAULT false) RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_kv_delete' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.kv_delete(text, boolean) IS
+  'Delete key (or every key starting with it, if prefix); returns the number of keys deleted.';
+CREATE FUNCTION svcbus.kv_cas(key text, expected text, value text) RETURNS boolean
+AS 'MODULE_PATHNAME', 'svcbus_kv_cas' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.kv_cas(text, text, text) IS
+  'Set key to value if its current value is expected (NULL: if it does not exist); true if set.';
+CREATE FUNCTION svcbus.kv_txn(compares jsonb, success jsonb, failure jsonb DEFAULT '[]',
+    OUT succeeded boolean, OUT revision bigint)
+AS 'MODULE_PATHNAME', 'svcbus_kv_txn' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.kv_txn(jsonb, jsonb, jsonb) IS
+  'If every compare holds, apply success, else failure, atomically (etcd''s Txn); see the README for the JSON shape.';
+CREATE FUNCTION svcbus.kv_revision(stale boolean DEFAULT false) RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_kv_revision' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.kv_revision(boolean) IS 'The registry''s current cluster revision.';
+CREATE FUNCTION svcbus.kv_watch(prefix text, from_revision bigint, wait double precision DEFAULT 0,
+                                max_events integer DEFAULT 1000)
+RETURNS TABLE(revision bigint, type text, key text, value text, create_revision bigint,
+              mod_revision bigint, version bigint, lease bigint)
+AS 'MODULE_PATHNAME', 'svcbus_kv_watch' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.kv_watch(text, bigint, double precision, integer) IS
+  'Changes of keys under prefix from from_revision on, oldest first; waits up to wait seconds when there are none.';
+CREATE FUNCTION svcbus.kv_compact(revision bigint) RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_kv_compact' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.kv_compact(bigint) IS
+  'Forget the change history before revision; returns the oldest revision kept.';
+CREATE FUNCTION svcbus.lease_grant(ttl double precision) RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_lease_grant' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.lease_grant(double precision) IS
+  'A new registry lease of ttl seconds; keys put with it vanish when it ends.';
+CREATE FUNCTION svcbus.lease_keepalive(lease bigint) RETURNS double precision
+AS 'MODULE_PATHNAME', 'svcbus_lease_keepalive' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.lease_keepalive(bigint) IS
+  'Restart the lease''s ttl from now; returns the ttl in seconds.';
+CREATE FUNCTION svcbus.lease_revoke(lease bigint) RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_lease_revoke' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.lease_revoke(bigint) IS
+  'End the lease now and delete its keys; returns the number of keys deleted.';
+
+CREATE FUNCTION svcbus.cluster_status()
+RETURNS TABLE(node integer, self boolean, role text, ballot bigint, leader integer,
+              commit_index bigint, applied_index bigint, lag bigint,
+              last_contact timestamptz, connected boolean)
+AS 'MODULE_PATHNAME', 'svcbus_cluster_status' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION svcbus.cluster_status() IS 'Members of the cluster as this node sees them.';
+CREATE VIEW svcbus.cluster AS SELECT * FROM svcbus.cluster_status();
+COMMENT ON VIEW svcbus.cluster IS
+  'One row per cluster member as this node sees it: role, ballot, leader, commit and applied index, lag, last contact.';
+GRANT SELECT ON svcbus.cluster TO PUBLIC;
+CREATE FUNCTION svcbus.cluster_digest(OUT applied bigint, OUT log_digest bigint, OUT state_checksum bigint)
+AS 'MODULE_PATHNAME', 'svcbus_cluster_digest' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cluster_digest() IS
+  'Digest of this node''s applied log and checksum of its registry, for agreement checks.';

@@ -1,0 +1,1306 @@
+/*
+ * bgworkers/paxos_worker.c
+ *      One per cluster node: the Multi-Paxos proposer (candidate, leader),
+ *      the forwarder of clients' commands to the leader, and the learner
+ *      that applies the chosen log to the replicated state machines.
+ *      The protocol is bus/README-paxos.md; the acceptor it talks to is
+ *      extension/cluster_acceptor.c, reached over libpq on every member
+ *      (this node included).
+ *
+ * Shape: one event loop.  Each pass: drive the peer connections (async
+ * libpq in pipeline mode, never blocking), act on the role, apply what is
+ * chosen, then wait on the latch and the sockets.  State that backends see
+ * is published in the cluster's shared memory (bus/cluster.h) under its
+ * lock.  An ERROR ends the process; the launcher restarts it and it
+ * resumes from the durable acceptor tables and the shared memory.
+ *
+ * What this process keeps only in memory (lost on restart, rebuilt by the
+ * protocol): the role and ballot, the leader's proposals not yet chosen
+ * (a new leader recovers them in phase 1), next/match per peer.
+ */
+#include "postgres.h"
+
+#include <time.h>
+
+#include "access/xact.h"
+#include "commands/async.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "libpq-fe.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "bus/cluster.h"
+#include "extension/svcbus.h"
+
+PGDLLEXPORT void svcbus_paxos_worker_main(Datum main_arg);
+
+#define MAX_INFLIGHT        8           /* pipelined requests per peer */
+#define MAX_ACCEPT_BYTES    (1024 * 1024)   /* entries per accept message */
+#define MAX_BATCH_BYTES     (512 * 1024)
+#define MAX_BATCH_CMDS      4096
+#define MAX_OPEN_BATCHES    4           /* proposed, not yet chosen */
+#define CONNECT_TIMEOUT_MS  2000
+#define REQUEST_TIMEOUT_MS  3000
+#define RECONNECT_MS        200
+#define APPLY_CHUNK         256
+
+typedef enum ReqKind
+{
+    REQ_PREPARE = 1,
+    REQ_ACCEPT,
+    REQ_FORWARD
+} ReqKind;
+
+typedef struct Outstanding
+{
+    ReqKind     kind;
+    int64       ballot;
+    int64       last_slot;          /* accept: highest slot sent, 0 for heartbeat */
+    uint64      seq;                /* per-peer send counter */
+    TimestampTz sent_at;
+    bool        have_result;
+    bool        failed;
+    bool        ok;
+    int64       promised;
+    int64       match;
+    int         forwarded;          /* forward: reply value */
+    char       *entries;            /* prepare: raw bytes (palloc'd in TopMemoryContext) */
+    size_t      entries_len;
+} Outstanding;
+
+typedef enum ConnState
+{
+    CONN_DOWN = 0,
+    CONN_CONNECTING,
+    CONN_READY
+} ConnState;
+
+typedef struct Peer
+{
+    int         id;
+    char       *conninfo;
+    PGconn     *conn;
+    ConnState   state;
+    TimestampTz state_since;
+    TimestampTz retry_at;
+    TimestampTz last_send;
+    TimestampTz last_reply;
+    bool        want_write;
+    Outstanding q[MAX_INFLIGHT];
+    int         qhead;
+    int         qlen;
+    uint64      send_seq;
+    uint64      rewind_seq;         /* ignore gap replies of requests before this */
+    /* leader */
+    int64       next;
+    int64       match;
+    bool        match_known;
+    int64       commit_sent;        /* commit index last sent to it */
+    /* candidate */
+    bool        promised;
+} Peer;
+
+/* Leader's proposals: slots (mem_lo .. last], values by slot - mem_lo - 1. */
+typedef struct Proposal
+{
+    char       *data;
+    size_t      len;
+} Proposal;
+
+static Peer peers[SVCBUS_CLUSTER_MAX_NODES];
+static int  npeers;
+static int  me;
+static int  quorum;
+static SvcbusClusterShared *cs;
+static MemoryContext loop_cxt = NULL;   /* allocations of one loop pass */
+
+static int  role = SVCBUS_ROLE_FOLLOWER;
+static int64 my_ballot = 0;
+static int64 max_round = 0;
+static TimestampTz election_deadline = 0;
+static TimestampTz leader_quorum_at = 0;    /* last time a quorum answered the leader */
+
+/* candidate */
+static int64 prep_from = 0;
+static int  npromises = 0;
+typedef struct Recovered
+{
+    int64       slot;
+    int64       ballot;
+    char       *data;
+    size_t      len;
+} Recovered;
+static Recovered *recovered = NULL;
+static int  nrecovered = 0;
+static int  recovered_cap = 0;
+
+/* leader */
+static Proposal *props = NULL;
+static int  props_cap = 0;
+static int64 mem_lo = 0;            /* slots <= mem_lo are not in props */
+static int64 last_slot = 0;         /* highest slot proposed */
+static int64 commit_idx = 0;
+static int64 base_time = 0;         /* cluster time at takeover (ms) */
+static int64 takeover_mono = 0;     /* CLOCK_MONOTONIC at takeover (ms) */
+static int64 last_time = 0;         /* time stamped on the last batch */
+static TimestampTz last_noop = 0;
+
+/* follower: commands taken from the ring, not yet forwarded */
+static StringInfoData fwd;
+static int  fwd_count = 0;
+static TimestampTz fwd_since = 0;
+static bool fwd_inflight = false;
+
+/* counters for svcbus.workers */
+static int64 n_batches = 0;
+static int64 n_commands = 0;
+static int64 n_forwarded = 0;
+static int64 n_elections = 0;
+
+static int64
+mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int
+random_election_ms(void)
+{
+    int         t = svcbus_cluster_election_timeout_ms;
+
+    return t + (int) (random() % (t + 1));
+}
+
+static void
+publish_role(void)
+{
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    cs->role = role;
+    cs->ballot = my_ballot;
+    if (role == SVCBUS_ROLE_LEADER)
+        cs->leader = me;
+    cs->elections = n_elections;
+    cs->batches = n_batches;
+    cs->commands = n_commands;
+    cs->forwarded = n_forwarded;
+    for (int i = 0; i < npeers; i++)
+    {
+        cs->peers[i].connected = (peers[i].state == CONN_READY);
+        cs->peers[i].match = (role == SVCBUS_ROLE_LEADER && peers[i].match_known) ? peers[i].match : -1;
+        cs->peers[i].last_reply = peers[i].last_reply;
+    }
+    LWLockRelease(cs->lock);
+}
+
+static void
+update_detail(void)
+{
+    char        buf[SVCBUS_ERRMSG_LEN];
+    int64       applied;
+    int64       commit;
+
+    LWLockAcquire(cs->lock, LW_SHARED);
+    applied = cs->applied;
+    commit = cs->commit;
+    LWLockRelease(cs->lock);
+    snprintf(buf, sizeof(buf),
+             "%s, ballot %lld, commit %lld, applied %lld, batches %lld, commands %lld, forwarded %lld, elections %lld",
+             svcbus_cluster_role_name(role), (long long) my_ballot, (long long) commit,
+             (long long) applied, (long long) n_batches, (long long) n_commands,
+             (long long) n_forwarded, (long long) n_elections);
+    svcbus_worker_set_detail(buf);
+}
+
+/* ---------------------------------------------------------------------
+ * Connections
+ */
+
+static void
+peer_drop(Peer *p, const char *why)
+{
+    if (p->conn)
+    {
+        if (p->state == CONN_READY)
+            elog(DEBUG1, "svcbus paxos: connection to node %d dropped: %s", p->id, why);
+        PQfinish(p->conn);
+    }
+    p->conn = NULL;
+    p->state = CONN_DOWN;
+    p->retry_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), RECONNECT_MS);
+    for (int i = 0; i < p->qlen; i++)
+    {
+        Outstanding *o = &p->q[(p->qhead + i) % MAX_INFLIGHT];
+
+        if (o->kind == REQ_FORWARD)
+            fwd_inflight = false;   /* the forward may or may not have landed */
+        if (o->entries)
+            pfree(o->entries);
+        o->entries = NULL;
+    }
+    p->qlen = 0;
+    p->qhead = 0;
+    p->want_write = false;
+    p->match_known = false;
+}
+
+static void
+peer_connect(Peer *p, TimestampTz now)
+{
+    char       *ci;
+
+    if (p->state != CONN_DOWN || now < p->retry_at)
+        return;
+    ci = psprintf("dbname='%s' application_name='svcbus paxos %d' %s",
+                  svcbus_database, me, p->conninfo);
+    p->conn = PQconnectStart(ci);
+    pfree(ci);
+    if (p->conn == NULL || PQstatus(p->conn) == CONNECTION_BAD)
+    {
+        peer_drop(p, "connect failed");
+        return;
+    }
+    p->state = CONN_CONNECTING;
+    p->state_since = now;
+    p->want_write = true;
+}
+
+static void
+peer_poll_connect(Peer *p, TimestampTz now)
+{
+    PostgresPollingStatusType st;
+
+    if (p->state != CONN_CONNECTING)
+        return;
+    st = PQconnectPoll(p->conn);
+    if (st == PGRES_POLLING_FAILED)
+    {
+        peer_drop(p, PQerrorMessage(p->conn));
+        return;
+    }
+    if (st == PGRES_POLLING_OK)
+    {
+        if (PQsetnonblocking(p->conn, 1) != 0 || PQenterPipelineMode(p->conn) != 1)
+        {
+            peer_drop(p, "could not enter pipeline mode");
+            return;
+        }
+        p->state = CONN_READY;
+        p->state_since = now;
+        p->want_write = false;
+        p->last_reply = now;
+        return;
+    }
+    p->want_write = (st == PGRES_POLLING_WRITING);
+    if (TimestampDifferenceExceeds(p->state_since, now, CONNECT_TIMEOUT_MS))
+        peer_drop(p, "connect timed out");
+}
+
+static Outstanding *
+peer_push(Peer *p, ReqKind kind, int64 ballot, int64 last, TimestampTz now)
+{
+    Outstanding *o = &p->q[(p->qhead + p->qlen) % MAX_INFLIGHT];
+
+    memset(o, 0, sizeof(*o));
+    o->kind = kind;
+    o->ballot = ballot;
+    o->last_slot = last;
+    o->seq = ++p->send_seq;
+    o->sent_at = now;
+    p->qlen++;
+    p->last_send = now;
+    return o;
+}
+
+static bool
+peer_can_send(Peer *p)
+{
+    return p->state == CONN_READY && p->qlen < MAX_INFLIGHT;
+}
+
+/* Send one call; false (and the connection dropped) on failure. */
+static bool
+peer_send(Peer *p, const char *sql, int nparams, const char *const *values,
+          const int *lengths, const int *formats)
+{
+    if (PQsendQueryParams(p->conn, sql, nparams, NULL, values, lengths, formats, 0) != 1 ||
+        PQpipelineSync(p->conn) != 1)
+    {
+        peer_drop(p, PQerrorMessage(p->conn));
+        return false;
+    }
+    p->want_write = (PQflush(p->conn) == 1);
+    return true;
+}
+
+static void
+put_le(StringInfo b, uint64 v, int n)
+{
+    for (int i = 0; i < n; i++)
+        appendStringInfoChar(b, (char) (uint8) (v >> (8 * i)));
+}
+
+static int64
+get_le64(const uint8 *p)
+{
+    uint64      v = 0;
+
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return (int64) v;
+}
+
+static void
+send_prepare(Peer *p, TimestampTz now)
+{
+    char        b[32], f[32];
+    const char *vals[2] = {b, f};
+
+    snprintf(b, sizeof(b), INT64_FORMAT, my_ballot);
+    snprintf(f, sizeof(f), INT64_FORMAT, prep_from);
+    if (peer_send(p, "SELECT ok, promised, match, entries FROM svcbus._paxos_prepare($1, $2)",
+                  2, vals, NULL, NULL))
+        peer_push(p, REQ_PREPARE, my_ballot, 0, now);
+}
+
+/* Fill `entries` with slots from..to read from this node's own log table. */
+static int64
+read_own_log(int64 from, int64 to, StringInfo entries, size_t cap)
+{
+    Oid         types[2] = {INT8OID, INT8OID};
+    Datum       vals[2] = {Int64GetDatum(from), Int64GetDatum(to)};
+    int64       last = from - 1;
+
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    if (SPI_execute_with_args("SELECT slot, value FROM svcbus_internal.paxos_log"
+                              " WHERE slot BETWEEN $1 AND $2 ORDER BY slot",
+                              2, types, vals, NULL, true, 0) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus paxos: could not read the log");
+    for (uint64 i = 0; i < SPI_processed; i++)
+    {
+        bool        isnull;
+        int64       slot = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull));
+        bytea      *v = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull));
+        size_t      len = VARSIZE_ANY_EXHDR(v);
+
+        if (slot != last + 1 || (entries->len > 0 && entries->len + len > cap))
+            break;
+        put_le(entries, (uint64) slot, 8);
+        put_le(entries, 0, 8);
+        put_le(entries, len, 4);
+        appendBinaryStringInfo(entries, VARDATA_ANY(v), len);
+        last = slot;
+    }
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    MemoryContextSwitchTo(loop_cxt);
+    return last;
+}
+
+/* Send accept(b, entries next.., commit) to p, or a heartbeat if none. */
+static void
+send_accept(Peer *p, TimestampTz now, bool heartbeat_only)
+{
+    StringInfoData entries;
+    char        b[32], c[32];
+    const char *vals[3];
+    int         lens[3] = {0, 0, 0};
+    int         fmts[3] = {0, 1, 0};
+    int64       upto = p->next - 1;
+
+    initStringInfo(&entries);
+    if (!heartbeat_only && p->next <= last_slot)
+    {
+        int64       s = p->next;
+
+        if (s <= mem_lo)
+        {
+            /* Older than the leader's proposals: from its own log. */
+            upto = read_own_log(s, Min(mem_lo, last_slot), &entries, MAX_ACCEPT_BYTES);
+            if (upto < s)
+            {
+                /* Not in the own log either (truncated later): cannot help. */
+                pfree(entries.data);
+                return;
+            }
+        }
+        else
+        {
+            for (; s <= last_slot; s++)
+            {
+                Proposal   *pr = &props[s - mem_lo - 1];
+
+                if (entries.len > 0 && entries.len + pr->len > MAX_ACCEPT_BYTES)
+                    break;
+                put_le(&entries, (uint64) s, 8);
+                put_le(&entries, 0, 8);
+                put_le(&entries, pr->len, 4);
+                appendBinaryStringInfo(&entries, pr->data, pr->len);
+                upto = s;
+            }
+        }
+    }
+    snprintf(b, sizeof(b), INT64_FORMAT, my_ballot);
+    snprintf(c, sizeof(c), INT64_FORMAT, commit_idx);
+    vals[0] = b;
+    vals[1] = entries.data;
+    lens[1] = entries.len;
+    vals[2] = c;
+    if (peer_send(p, "SELECT ok, promised, match, entries FROM svcbus._paxos_accept($1, $2, $3)",
+                  3, vals, lens, fmts))
+    {
+        peer_push(p, REQ_ACCEPT, my_ballot, entries.len > 0 ? upto : 0, now);
+        p->commit_sent = commit_idx;
+        if (entries.len > 0)
+            p->next = upto + 1;
+    }
+    pfree(entries.data);
+}
+
+static void
+send_forward(Peer *p, TimestampTz now)
+{
+    const char *vals[1] = {fwd.data};
+    int         lens[1] = {fwd.len};
+    int         fmts[1] = {1};
+
+    if (peer_send(p, "SELECT svcbus._paxos_forward($1)", 1, vals, lens, fmts))
+    {
+        peer_push(p, REQ_FORWARD, 0, 0, now);
+        fwd_inflight = true;
+    }
+}
+
+/* ---------------------------------------------------------------------
+ * Replies
+ */
+
+static void become_follower(int64 seen_ballot);
+static void on_reply(Peer *p, Outstanding *o, TimestampTz now);
+
+static void
+peer_read(Peer *p, TimestampTz now)
+{
+    if (p->state == CONN_CONNECTING)
+    {
+        peer_poll_connect(p, now);
+        return;
+    }
+    if (p->state != CONN_READY)
+        return;
+    if (PQconsumeInput(p->conn) != 1)
+    {
+        peer_drop(p, PQerrorMessage(p->conn));
+        return;
+    }
+    if (p->want_write)
+        p->want_write = (PQflush(p->conn) == 1);
+
+    while (p->state == CONN_READY && p->qlen > 0 && !PQisBusy(p->conn))
+    {
+        PGresult   *r = PQgetResult(p->conn);
+        Outstanding *o = &p->q[p->qhead];
+
+        if (r == NULL)
+            continue;           /* end of one query's results */
+        switch (PQresultStatus(r))
+        {
+            case PGRES_TUPLES_OK:
+                if (PQntuples(r) == 1)
+                {
+                    o->have_result = true;
+                    if (o->kind == REQ_FORWARD)
+                        o->forwarded = atoi(PQgetvalue(r, 0, 0));
+                    else
+                    {
+                        o->ok = PQgetvalue(r, 0, 0)[0] == 't';
+                        o->promised = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+                        o->match = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+                        if (o->kind == REQ_PREPARE && !PQgetisnull(r, 0, 3))
+                        {
+                            size_t      n;
+                            unsigned char *raw = PQunescapeBytea((unsigned char *) PQgetvalue(r, 0, 3), &n);
+
+                            if (raw)
+                            {
+                                o->entries = MemoryContextAlloc(TopMemoryContext, Max(n, 1));
+                                memcpy(o->entries, raw, n);
+                                o->entries_len = n;
+                                PQfreemem(raw);
+                            }
+                            else
+                                o->failed = true;
+                        }
+                    }
+                }
+                break;
+            case PGRES_PIPELINE_SYNC:
+                /* The call's transaction has ended: its effects are durable. */
+                p->qhead = (p->qhead + 1) % MAX_INFLIGHT;
+                p->qlen--;
+                p->last_reply = now;
+                if (o->have_result && !o->failed)
+                    on_reply(p, o, now);
+                else if (o->kind == REQ_FORWARD)
+                    fwd_inflight = false;
+                if (o->entries)
+                    pfree(o->entries);
+                o->entries = NULL;
+                break;
+            default:
+                o->failed = true;
+                elog(DEBUG1, "svcbus paxos: node %d: %s", p->id, PQresultErrorMessage(r));
+                break;
+        }
+        PQclear(r);
+    }
+    /* A peer that stopped answering (SIGSTOP, partition) is dropped. */
+    if (p->state == CONN_READY && p->qlen > 0 &&
+        TimestampDifferenceExceeds(p->q[p->qhead].sent_at, now, REQUEST_TIMEOUT_MS))
+        peer_drop(p, "request timed out");
+}
+
+static void
+seen_ballot(int64 b)
+{
+    if (b / 256 > max_round)
+        max_round = b / 256;
+}
+
+static void
+recovered_add(int64 slot, int64 ballot, const char *data, size_t len)
+{
+    for (int i = 0; i < nrecovered; i++)
+        if (recovered[i].slot == slot)
+        {
+            if (ballot > recovered[i].ballot)
+            {
+                pfree(recovered[i].data);
+                recovered[i].ballot = ballot;
+                recovered[i].data = MemoryContextAlloc(TopMemoryContext, Max(len, 1));
+                memcpy(recovered[i].data, data, len);
+                recovered[i].len = len;
+            }
+            return;
+        }
+    if (nrecovered == recovered_cap)
+    {
+        recovered_cap = Max(16, recovered_cap * 2);
+        recovered = recovered ? repalloc(recovered, recovered_cap * sizeof(Recovered))
+            : MemoryContextAlloc(TopMemoryContext, recovered_cap * sizeof(Recovered));
+    }
+    recovered[nrecovered].slot = slot;
+    recovered[nrecovered].ballot = ballot;
+    recovered[nrecovered].data = MemoryContextAlloc(TopMemoryContext, Max(len, 1));
+    memcpy(recovered[nrecovered].data, data, len);
+    recovered[nrecovered].len = len;
+    nrecovered++;
+}
+
+static void
+recovered_clear(void)
+{
+    for (int i = 0; i < nrecovered; i++)
+        pfree(recovered[i].data);
+    nrecovered = 0;
+}
+
+static void
+props_clear(void)
+{
+    if (props)
+        for (int64 s = mem_lo + 1; s <= last_slot; s++)
+            pfree(props[s - mem_lo - 1].data);
+    last_slot = mem_lo;
+}
+
+/* Append a proposal for slot last_slot + 1 (takes a copy). */
+static void
+props_append(const char *data, size_t len)
+{
+    int64       n = last_slot - mem_lo;
+
+    if (n >= props_cap)
+    {
+        props_cap = Max(64, props_cap * 2);
+        props = props ? repalloc(props, props_cap * sizeof(Proposal))
+            : MemoryContextAlloc(TopMemoryContext, props_cap * sizeof(Proposal));
+    }
+    props[n].data = MemoryContextAlloc(TopMemoryContext, Max(len, 1));
+    memcpy(props[n].data, data, len);
+    props[n].len = len;
+    last_slot++;
+}
+
+/* Drop proposals every member has accepted and that are chosen. */
+static void
+props_trim(void)
+{
+    int64       lo = commit_idx;
+    int64       drop;
+
+    for (int i = 0; i < npeers; i++)
+        lo = Min(lo, peers[i].match_known ? peers[i].match : mem_lo);
+    /* Keep a window for lagging peers only while it is small. */
+    if (last_slot - mem_lo > 4096)
+        lo = Max(lo, commit_idx - 1024);
+    drop = lo - mem_lo;
+    if (drop <= 0)
+        return;
+    for (int64 i = 0; i < drop; i++)
+        pfree(props[i].data);
+    memmove(props, props + drop, (last_slot - lo) * sizeof(Proposal));
+    mem_lo = lo;
+}
+
+static int64
+leader_now(void)
+{
+    int64       t = base_time + (mono_ms() - takeover_mono);
+
+    if (t < last_time)
+        t = last_time;
+    last_time = t;
+    return t;
+}
+
+static void
+become_leader(void)
+{
+    int64       maxslot = prep_from - 1;
+    int64       maxtime;
+    uint8       noop[SVCBUS_BATCH_HEADER];
+
+    for (int i = 0; i < nrecovered; i++)
+        maxslot = Max(maxslot, recovered[i].slot);
+
+    LWLockAcquire(cs->lock, LW_SHARED);
+    maxtime = cs->applied_time;
+    LWLockRelease(cs->lock);
+    for (int i = 0; i < nrecovered; i++)
+    {
+        int64       t;
+
+        if (svcbus_batch_validate((uint8 *) recovered[i].data, recovered[i].len, &t, NULL))
+            maxtime = Max(maxtime, t);
+    }
+    base_time = maxtime;
+    takeover_mono = mono_ms();
+    last_time = maxtime;
+
+    props_clear();
+    mem_lo = prep_from - 1;
+    last_slot = mem_lo;
+    svcbus_batch_header(noop, maxtime, 0);
+    for (int64 s = prep_from; s <= maxslot; s++)
+    {
+        bool        found = false;
+
+        for (int i = 0; i < nrecovered; i++)
+            if (recovered[i].slot == s)
+            {
+                props_append(recovered[i].data, recovered[i].len);
+                found = true;
+                break;
+            }
+        if (!found)
+            props_append((char *) noop, sizeof(noop));
+    }
+    recovered_clear();
+
+    LWLockAcquire(cs->lock, LW_SHARED);
+    commit_idx = cs->applied;
+    LWLockRelease(cs->lock);
+    for (int i = 0; i < npeers; i++)
+    {
+        peers[i].next = prep_from;
+        peers[i].match_known = false;
+        peers[i].rewind_seq = peers[i].send_seq + 1;
+    }
+    role = SVCBUS_ROLE_LEADER;
+    leader_quorum_at = GetCurrentTimestamp();
+    elog(LOG, "svcbus paxos: node %d is leader with ballot " INT64_FORMAT " from slot " INT64_FORMAT
+         " (%lld recovered slots)", me, my_ballot, prep_from, (long long) (maxslot - prep_from + 1));
+    publish_role();
+}
+
+static void
+become_follower(int64 seen)
+{
+    if (role == SVCBUS_ROLE_LEADER)
+        elog(LOG, "svcbus paxos: node %d steps down as leader (ballot " INT64_FORMAT ", saw " INT64_FORMAT ")",
+             me, my_ballot, seen);
+    seen_ballot(seen);
+    role = SVCBUS_ROLE_FOLLOWER;
+    props_clear();
+    recovered_clear();
+    election_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), random_election_ms());
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    if (cs->leader == me)
+        cs->leader = 0;
+    LWLockRelease(cs->lock);
+    publish_role();
+}
+
+static void
+advance_commit(void)
+{
+    int64       m[SVCBUS_CLUSTER_MAX_NODES];
+    int         n = 0;
+    int64       c;
+
+    for (int i = 0; i < npeers; i++)
+        m[n++] = peers[i].match_known ? peers[i].match : 0;
+    /* Q-th highest */
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (m[j] > m[i])
+            {
+                int64       t = m[i];
+
+                m[i] = m[j];
+                m[j] = t;
+            }
+    c = Min(m[quorum - 1], last_slot);
+    if (c > commit_idx)
+    {
+        commit_idx = c;
+        /* The leader's own learner may apply at once (it is leader my_ballot). */
+        LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+        if (my_ballot >= cs->leader_ballot)
+        {
+            cs->leader_ballot = my_ballot;
+            cs->commit = commit_idx;
+        }
+        LWLockRelease(cs->lock);
+        /* The others learn it from the next message: see leader_drive. */
+    }
+}
+
+static void
+on_reply(Peer *p, Outstanding *o, TimestampTz now)
+{
+    if (o->kind == REQ_FORWARD)
+    {
+        fwd_inflight = false;
+        if (o->forwarded > 0)
+        {
+            n_forwarded += fwd_count;
+            resetStringInfo(&fwd);
+            fwd_count = 0;
+        }
+        return;
+    }
+    if (!o->ok)
+    {
+        seen_ballot(o->promised);
+        if ((role == SVCBUS_ROLE_LEADER || role == SVCBUS_ROLE_CANDIDATE) &&
+            o->ballot == my_ballot && o->promised > my_ballot)
+            become_follower(o->promised);
+        return;
+    }
+    if (o->ballot != my_ballot)
+        return;                 /* an answer to an older round */
+
+    if (o->kind == REQ_PREPARE && role == SVCBUS_ROLE_CANDIDATE && !p->promised)
+    {
+        size_t      off = 0;
+        const uint8 *e = (const uint8 *) o->entries;
+
+        while (e != NULL && off + 20 <= o->entries_len)
+        {
+            int64       slot = get_le64(e + off);
+            int64       ballot = get_le64(e + off + 8);
+            uint32      len = (uint32) e[off + 16] | ((uint32) e[off + 17] << 8) |
+                ((uint32) e[off + 18] << 16) | ((uint32) e[off + 19] << 24);
+
+            if (len > o->entries_len - off - 20)
+                break;
+            if (slot >= prep_from && svcbus_batch_validate(e + off + 20, len, NULL, NULL))
+                recovered_add(slot, ballot, (const char *) e + off + 20, len);
+            off += 20 + len;
+        }
+        p->promised = true;
+        npromises++;
+        if (npromises >= quorum)
+            become_leader();
+        return;
+    }
+    if (o->kind == REQ_ACCEPT && role == SVCBUS_ROLE_LEADER)
+    {
+        if (!p->match_known || o->match > p->match)
+            p->match = o->match;
+        p->match_known = true;
+        /* A gap: the acceptor lacks slots after its match; resend from there. */
+        if (o->last_slot > o->match && o->seq >= p->rewind_seq)
+        {
+            p->next = o->match + 1;
+            p->rewind_seq = p->send_seq + 1;
+        }
+        if (p->next <= p->match)
+            p->next = p->match + 1;
+        advance_commit();
+    }
+}
+
+/* ---------------------------------------------------------------------
+ * Roles
+ */
+
+static void
+start_election(TimestampTz now)
+{
+    LWLockAcquire(cs->lock, LW_SHARED);
+    seen_ballot(cs->promised);
+    prep_from = cs->applied + 1;
+    LWLockRelease(cs->lock);
+
+    role = SVCBUS_ROLE_CANDIDATE;
+    max_round++;
+    my_ballot = max_round * 256 + me;
+    npromises = 0;
+    recovered_clear();
+    n_elections++;
+    for (int i = 0; i < npeers; i++)
+    {
+        peers[i].promised = false;
+        if (peer_can_send(&peers[i]))
+            send_prepare(&peers[i], now);
+    }
+    election_deadline = TimestampTzPlusMilliseconds(now, random_election_ms());
+    publish_role();
+}
+
+/* Leader: turn queued commands into a new batch, or a no-op when time must pass. */
+static void
+leader_propose(TimestampTz now)
+{
+    static uint8 *buf = NULL;
+    size_t      len;
+    int         count;
+    bool        need_tick = false;
+
+    if (last_slot - commit_idx >= MAX_OPEN_BATCHES)
+        return;
+    if (buf == NULL)
+        buf = MemoryContextAlloc(TopMemoryContext, MAX_BATCH_BYTES + SVCBUS_BATCH_HEADER);
+    len = svcbus_cluster_ring_take(buf + SVCBUS_BATCH_HEADER, MAX_BATCH_BYTES, &count);
+    if (count == 0)
+    {
+        int64       deadline;
+        int64       t = base_time + (mono_ms() - takeover_mono);
+
+        LWLockAcquire(cs->sm_lock, LW_SHARED);
+        deadline = svcbus_reg_next_deadline(svcbus_cluster_registry());
+        LWLockRelease(cs->sm_lock);
+        need_tick = (deadline <= t && last_slot == commit_idx &&
+                     TimestampDifferenceExceeds(last_noop, now, 50));
+        /* An empty batch right after takeover announces the new leader's time. */
+        if (!need_tick)
+            return;
+        last_noop = now;
+    }
+    svcbus_batch_header(buf, leader_now(), (uint32) count);
+    props_append((char *) buf, len + SVCBUS_BATCH_HEADER);
+    n_batches++;
+    n_commands += count;
+    for (int i = 0; i < npeers; i++)
+        if (peer_can_send(&peers[i]) && peers[i].next == last_slot)
+            send_accept(&peers[i], now, false);
+}
+
+static void
+leader_drive(TimestampTz now)
+{
+    int         answered = 0;
+
+    leader_propose(now);
+    for (int i = 0; i < npeers; i++)
+    {
+        Peer       *p = &peers[i];
+
+        if (TimestampDifferenceExceeds(p->last_reply, now, svcbus_cluster_election_timeout_ms) == false &&
+            p->state == CONN_READY)
+            answered++;
+        if (!peer_can_send(p))
+            continue;
+        if (p->next <= last_slot && p->qlen < MAX_INFLIGHT / 2)
+            send_accept(p, now, false);
+        else if (p->commit_sent < commit_idx && p->id != me)
+            send_accept(p, now, true);  /* tell it the new commit index now */
+        else if (TimestampDifferenceExceeds(p->last_send, now, svcbus_cluster_heartbeat_ms) &&
+                 p->qlen == 0)
+            send_accept(p, now, p->next > last_slot);
+    }
+    if (answered >= quorum)
+        leader_quorum_at = now;
+    else if (TimestampDifferenceExceeds(leader_quorum_at, now, 2 * svcbus_cluster_election_timeout_ms))
+        become_follower(my_ballot); /* cut off from a quorum: let clients know fast */
+    props_trim();
+}
+
+/* Follower: hand queued commands to the leader. */
+static void
+follower_forward(TimestampTz now)
+{
+    int         leader;
+    static uint8 *buf = NULL;
+
+    LWLockAcquire(cs->lock, LW_SHARED);
+    leader = (cs->leader_ballot > 0 &&
+              !TimestampDifferenceExceeds(cs->last_contact, now, svcbus_cluster_election_timeout_ms))
+        ? (int) (cs->leader_ballot % 256) : 0;
+    LWLockRelease(cs->lock);
+
+    if (buf == NULL)
+        buf = MemoryContextAlloc(TopMemoryContext, MAX_BATCH_BYTES);
+    if (fwd_count == 0)
+    {
+        int         count;
+        size_t      len = svcbus_cluster_ring_take(buf, MAX_BATCH_BYTES, &count);
+
+        if (count == 0)
+            return;
+        appendBinaryStringInfo(&fwd, (char *) buf, len);
+        fwd_count = count;
+        fwd_since = now;
+    }
+    if (TimestampDifferenceExceeds(fwd_since, now, svcbus_cluster_timeout_ms))
+    {
+        /* Their clients have given up: the outcome was reported unknown. */
+        resetStringInfo(&fwd);
+        fwd_count = 0;
+        return;
+    }
+    if (fwd_inflight || leader == 0 || leader == me)
+        return;
+    for (int i = 0; i < npeers; i++)
+        if (peers[i].id == leader && peer_can_send(&peers[i]))
+            send_forward(&peers[i], now);
+}
+
+/* ---------------------------------------------------------------------
+ * Learner
+ */
+
+static void
+deliver(const SvcbusEnvelope *env, const SvcbusClusterResult *res, void *arg)
+{
+    SvcbusClusterReq *reqs = svcbus_cluster_reqs();
+
+    if (env->req >= (uint32) cs->nreqs)
+        return;
+    /* cs->lock is held exclusively by the caller. */
+    if (reqs[env->req].state == SVCBUS_REQ_WAITING && reqs[env->req].seq == env->seq)
+    {
+        reqs[env->req].result = *res;
+        reqs[env->req].state = SVCBUS_REQ_DONE;
+    }
+}
+
+/* Apply one chosen batch; caller is in a transaction. */
+static void
+apply_one(int64 slot, const uint8 *data, size_t len, int64 *applied_time, uint64 *digest)
+{
+    SvcbusClusterState st;
+    int64       t;
+    uint8       sb[8];
+
+    st.registry = svcbus_cluster_registry();
+    if (svcbus_batch_validate(data, len, &t, NULL))
+    {
+        LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+        LWLockAcquire(cs->sm_lock, LW_EXCLUSIVE);
+        (void) svcbus_cluster_apply_batch(&st, slot, data, len, (uint16) me, deliver, NULL);
+        LWLockRelease(cs->sm_lock);
+        LWLockRelease(cs->lock);
+        *applied_time = Max(*applied_time, t);
+    }
+    else
+        elog(WARNING, "svcbus paxos: slot " INT64_FORMAT " holds a malformed batch; skipped", slot);
+    for (int i = 0; i < 8; i++)
+        sb[i] = (uint8) ((uint64) slot >> (8 * i));
+    *digest = svcbus_digest_update(*digest, sb, 8);
+    *digest = svcbus_digest_update(*digest, data, len);
+}
+
+/*
+ * Apply chosen slots in order.  replay: at start, slots up to `upto` are
+ * known chosen (they were applied before the restart) whatever their
+ * ballot.  Otherwise a slot is applied when it is within the latest
+ * leader's commit index and our row holds that leader's value.
+ */
+static bool
+learner_apply(bool replay, int64 upto)
+{
+    int64       applied, commit, lb, applied_time;
+    uint64      digest;
+    int64       before;
+    uint64      rev_before = 0, rev_after = 0;
+    Oid         types[2] = {INT8OID, INT8OID};
+    Datum       vals[2];
+
+    LWLockAcquire(cs->lock, LW_SHARED);
+    applied = cs->applied;
+    commit = replay ? upto : cs->commit;
+    lb = cs->leader_ballot;
+    applied_time = cs->applied_time;
+    digest = cs->applied_digest;
+    LWLockRelease(cs->lock);
+    if (applied >= commit)
+        return false;
+    before = applied;
+
+    vals[0] = Int64GetDatum(applied + 1);
+    vals[1] = Int64GetDatum(Min(commit, applied + APPLY_CHUNK));
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
+    if (SPI_execute_with_args("SELECT slot, ballot, value FROM svcbus_internal.paxos_log"
+                              " WHERE slot BETWEEN $1 AND $2 ORDER BY slot",
+                              2, types, vals, NULL, true, 0) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus paxos: could not read the log");
+    LWLockAcquire(cs->sm_lock, LW_SHARED);
+    rev_before = (uint64) svcbus_reg_revision(svcbus_cluster_registry());
+    LWLockRelease(cs->sm_lock);
+    for (uint64 i = 0; i < SPI_processed; i++)
+    {
+        HeapTuple   tup = SPI_tuptable->vals[i];
+        TupleDesc   d = SPI_tuptable->tupdesc;
+        bool        isnull;
+        int64       slot = DatumGetInt64(SPI_getbinval(tup, d, 1, &isnull));
+        int64       ballot = DatumGetInt64(SPI_getbinval(tup, d, 2, &isnull));
+        bytea      *v;
+
+        if (slot != applied + 1 || (!replay && ballot != lb))
+            break;
+        v = DatumGetByteaPP(SPI_getbinval(tup, d, 3, &isnull));
+        apply_one(slot, (const uint8 *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), &applied_time, &digest);
+        applied = slot;
+        LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+        cs->applied = applied;
+        cs->applied_time = applied_time;
+        cs->applied_digest = digest;
+        if (cs->match < applied && cs->match_ballot == lb)
+            cs->match = applied;
+        LWLockRelease(cs->lock);
+    }
+    LWLockAcquire(cs->sm_lock, LW_SHARED);
+    rev_after = (uint64) svcbus_reg_revision(svcbus_cluster_registry());
+    LWLockRelease(cs->sm_lock);
+    if (applied > before && !replay)
+    {
+        Datum       uv[3] = {Int64GetDatum(applied), Int64GetDatum(applied_time), Int64GetDatum((int64) digest)};
+        Oid         ut[3] = {INT8OID, INT8OID, INT8OID};
+
+        if (SPI_execute_with_args("UPDATE svcbus_internal.paxos_learner SET applied = $1,"
+                                  " applied_time = $2, digest = $3 WHERE id = 1",
+                                  3, ut, uv, NULL, false, 0) != SPI_OK_UPDATE)
+            elog(ERROR, "svcbus paxos: could not store the applied index");
+        if (rev_after != rev_before)
+        {
+            char        payload[32];
+
+            snprintf(payload, sizeof(payload), UINT64_FORMAT, rev_after);
+            Async_Notify("svcbus_registry", payload);
+        }
+    }
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    MemoryContextSwitchTo(loop_cxt);
+    if (applied > before)
+        ConditionVariableBroadcast(&cs->applied_cv);
+    return applied > before && applied < commit;
+}
+
+/* At start with fresh shared memory: replay what this node applied before. */
+static void
+learner_replay(void)
+{
+    int64       upto = 0;
+    bool        done;
+
+    LWLockAcquire(cs->lock, LW_SHARED);
+    done = cs->replayed;
+    LWLockRelease(cs->lock);
+    if (done)
+        return;
+
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    if (SPI_execute("SELECT applied FROM svcbus_internal.paxos_learner WHERE id = 1", true, 1) == SPI_OK_SELECT &&
+        SPI_processed == 1)
+    {
+        bool        isnull;
+        Datum       d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+        upto = isnull ? 0 : DatumGetInt64(d);
+    }
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    MemoryContextSwitchTo(loop_cxt);
+
+    svcbus_worker_set_detail("replaying the applied log");
+    while (learner_apply(true, upto))
+        CHECK_FOR_INTERRUPTS();
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    cs->replayed = true;
+    LWLockRelease(cs->lock);
+    elog(LOG, "svcbus paxos: node %d replayed its log up to slot " INT64_FORMAT, me, upto);
+}
+
+/* ---------------------------------------------------------------------
+ * Main loop
+ */
+
+static void
+wait_for_events(long timeout_ms)
+{
+    WaitEventSet *set = CreateWaitEventSet(CurrentMemoryContext, npeers + 2);
+    WaitEvent   ev[SVCBUS_CLUSTER_MAX_NODES + 2];
+
+    AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+    AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+    for (int i = 0; i < npeers; i++)
+    {
+        Peer       *p = &peers[i];
+        uint32      events;
+
+        if (p->conn == NULL || p->state == CONN_DOWN || PQsocket(p->conn) < 0)
+            continue;
+        events = WL_SOCKET_READABLE;
+        if (p->want_write)
+            events |= WL_SOCKET_WRITEABLE;
+        AddWaitEventToSet(set, events, PQsocket(p->conn), NULL, NULL);
+    }
+    (void) WaitEventSetWait(set, Max(timeout_ms, 1), ev, lengthof(ev), PG_WAIT_EXTENSION);
+    FreeWaitEventSet(set);
+    ResetLatch(MyLatch);
+    CHECK_FOR_INTERRUPTS();
+    if (ConfigReloadPending)
+    {
+        ConfigReloadPending = false;
+        ProcessConfigFile(PGC_SIGHUP);
+    }
+}
+
+void
+svcbus_paxos_worker_main(Datum main_arg)
+{
+    int         slot = DatumGetInt32(main_arg);
+
+    pqsignal(SIGHUP, SignalHandlerForConfigReload);
+    pqsignal(SIGTERM, die);
+    BackgroundWorkerUnblockSignals();
+    svcbus_worker_attach(slot, "starting");
+
+    cs = svcbus_cluster();
+    if (cs == NULL || cs->me == 0)
+    {
+        svcbus_worker_set_detail("not a cluster member (svcbus.cluster_node_id / svcbus.cluster_nodes)");
+        for (;;)
+        {
+            svcbus_worker_heartbeat();
+            svcbus_worker_wait(60000);
+        }
+    }
+    BackgroundWorkerInitializeConnection(svcbus_database, NULL, 0);
+    me = cs->me;
+    npeers = cs->npeers;
+    quorum = npeers / 2 + 1;
+    srandom((unsigned int) (MyProcPid ^ (GetCurrentTimestamp() & 0xffffffff)));
+    for (int i = 0; i < npeers; i++)
+    {
+        memset(&peers[i], 0, sizeof(Peer));
+        peers[i].id = cs->peers[i].id;
+        peers[i].conninfo = MemoryContextStrdup(TopMemoryContext, cs->peers[i].conninfo);
+    }
+    initStringInfo(&fwd);
+
+    loop_cxt = AllocSetContextCreate(TopMemoryContext, "svcbus paxos loop", ALLOCSET_DEFAULT_SIZES);
+    MemoryContextSwitchTo(loop_cxt);
+    learner_replay();
+
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    cs->worker_procno = MyProc->pgprocno;
+    cs->role = SVCBUS_ROLE_FOLLOWER;
+    if (cs->leader == me)
+        cs->leader = 0;
+    seen_ballot(cs->promised);
+    LWLockRelease(cs->lock);
+    role = SVCBUS_ROLE_FOLLOWER;
+    election_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), random_election_ms());
+
+    for (;;)
+    {
+        TimestampTz now = GetCurrentTimestamp();
+        long        timeout = svcbus_cluster_heartbeat_ms;
+        bool        more;
+
+        MemoryContextSwitchTo(loop_cxt);
+
+        for (int i = 0; i < npeers; i++)
+        {
+            peer_connect(&peers[i], now);
+            peer_read(&peers[i], now);
+        }
+
+        if (role == SVCBUS_ROLE_LEADER)
+            leader_drive(now);
+        else
+        {
+            TimestampTz contact;
+
+            LWLockAcquire(cs->lock, LW_SHARED);
+            contact = cs->last_contact;
+            LWLockRelease(cs->lock);
+            if (role == SVCBUS_ROLE_FOLLOWER &&
+                !TimestampDifferenceExceeds(contact, now, svcbus_cluster_election_timeout_ms))
+                election_deadline = TimestampTzPlusMilliseconds(now, random_election_ms());
+            if (now >= election_deadline)
+                start_election(now);
+            else if (role == SVCBUS_ROLE_CANDIDATE)
+            {
+                /* Peers that connected after the election started. */
+                for (int i = 0; i < npeers; i++)
+                    if (!peers[i].promised && peer_can_send(&peers[i]) && peers[i].qlen == 0)
+                        send_prepare(&peers[i], now);
+            }
+            if (role != SVCBUS_ROLE_LEADER)
+                follower_forward(now);
+        }
+
+        more = learner_apply(false, 0);
+        if (more)
+            timeout = 0;
+        if (role == SVCBUS_ROLE_LEADER && last_slot > commit_idx)
+            timeout = Min(timeout, 20);
+
+        publish_role();
+        update_detail();
+        svcbus_worker_heartbeat();
+        MemoryContextReset(loop_cxt);
+        if (timeout > 0)
+            wait_for_events(timeout);
+    }
+}
