@@ -50,7 +50,7 @@ PGFILEDESC = "svcbus - service bus inside PostgreSQL"
 
 # pg_regress: tests in test/sql, expected output in test/expected, run on a
 # temporary instance that preloads svcbus (see test/svcbus.conf).
-REGRESS        = version workers queue_basic queue_errors queue_dead_letters queue_permissions queue_groups queue_topics locks cache
+REGRESS        = version workers queue_basic queue_errors queue_dead_letters queue_permissions queue_groups queue_topics locks cache cluster
 REGRESS_OUTDIR ?= test/results-regress
 REGRESS_OPTS   = --inputdir=test --outputdir=$(REGRESS_OUTDIR) \
                  --temp-instance=$(REGRESS_OUTDIR)/tmp_check \

@@ -268,7 +268,7 @@ cluster_submit(uint8 sm, const uint8 *payload, size_t len, SvcbusClusterResult *
     if (!leader_reachable(c, NULL))
         ereport(ERROR,
                 (errcode(ERRCODE_SVCBUS_NO_QUORUM),
-                 errmsg("no quorum: node %d cannot reach a cluster leader", c->me),
+                 errmsg("no quorum: this node cannot reach a cluster leader"),
                  errdetail("The request was not confirmed within %d ms; it may still be applied.",
                            svcbus_cluster_timeout_ms),
                  errhint("Check that a majority of the members in svcbus.cluster_nodes are up and connected.")));
@@ -300,8 +300,8 @@ read_barrier(SvcbusClusterShared *c, bool stale)
         if (!leader && (since < 0 || since > svcbus_cluster_stale_limit_ms))
             ereport(ERROR,
                     (errcode(ERRCODE_SVCBUS_STALE_READ),
-                     errmsg("stale read refused: node %d has not heard from a leader for more than %d ms",
-                            c->me, svcbus_cluster_stale_limit_ms),
+                     errmsg("stale read refused: this node has not heard from a leader for more than %d ms",
+                            svcbus_cluster_stale_limit_ms),
                      errhint("Read with stale => false for a linearizable read, or raise svcbus.cluster_stale_limit.")));
     }
 }

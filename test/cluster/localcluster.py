@@ -1,0 +1,75 @@
+"""A small N-node svcbus cluster on 127.0.0.1 (no network namespaces).
+
+For tests that need real members but no network faults: SQL behaviour,
+kill -9 and restarts, log agreement.  Fault tests use netcluster.py.
+Every process is started and stopped by the single-node harness
+(test/harness/svcbus_harness.py), by PID.
+"""
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+from svcbus_harness import Cluster, free_port, wait_for  # noqa: E402
+
+
+class LocalCluster:
+    def __init__(self, name, n=3, extra_conf=None):
+        self.ports = [free_port() for _ in range(n)]
+        spec = ", ".join("%d=host=127.0.0.1 port=%d user=postgres" % (i + 1, p)
+                         for i, p in enumerate(self.ports))
+        self.nodes = []
+        for i in range(n):
+            conf = {
+                "svcbus.cluster_node_id": str(i + 1),
+                "svcbus.cluster_nodes": "'%s'" % spec,
+                "svcbus.restart_backoff_min": "100ms",
+                "svcbus.restart_backoff_max": "500ms",
+                "fsync": "on",
+                "synchronous_commit": "on",
+            }
+            conf.update(extra_conf or {})
+            self.nodes.append(Cluster("%s-n%d" % (name, i + 1), port=self.ports[i], extra_conf=conf))
+
+    def start(self):
+        for c in self.nodes:
+            c.start()
+        self.wait_leader()
+        return self
+
+    def node(self, i):
+        return self.nodes[i - 1]
+
+    def leader(self):
+        for i, c in enumerate(self.nodes):
+            try:
+                r = c.execute("SELECT role FROM svcbus.cluster WHERE self")
+            except Exception:
+                continue
+            if r and r[0][0] == "leader":
+                return i + 1
+        return None
+
+    def wait_leader(self, timeout=30):
+        return wait_for(self.leader, timeout=timeout, what="a cluster leader")
+
+    def follower(self):
+        lead = self.wait_leader()
+        return 1 if lead != 1 else 2
+
+    def digests(self, ids=None):
+        out = {}
+        for i in ids or range(1, len(self.nodes) + 1):
+            out[i] = tuple(self.node(i).execute("SELECT * FROM svcbus.cluster_digest()")[0])
+        return out
+
+    def wait_agree(self, ids=None, timeout=20):
+        """Wait until the given nodes applied the same log (same digest)."""
+        def same():
+            d = self.digests(ids)
+            return d if len(set(d.values())) == 1 else None
+        return wait_for(same, timeout=timeout, what="nodes to agree")
+
+    def destroy(self):
+        for c in self.nodes:
+            c.destroy()
