@@ -20,6 +20,7 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
 
 #include "bus/cluster.h"
 
@@ -169,6 +170,19 @@ svcbus_cluster_shmem_init(void)
         cluster->nreqs = nreqs();
         cluster->reqs_off = off;
         memset((char *) cluster + off, 0, mul_size(nreqs(), sizeof(SvcbusClusterReq)));
+        /*
+         * Request numbers start at random: commands of an earlier life of
+         * this node (before a crash restart) may still be chosen and
+         * applied later, and must not match a new request of the same slot.
+         */
+        for (int i = 0; i < nreqs(); i++)
+        {
+            SvcbusClusterReq *r = (SvcbusClusterReq *) ((char *) cluster + off) + i;
+
+            if (!pg_strong_random(&r->seq, sizeof(r->seq)))
+                r->seq = (uint64) GetCurrentTimestamp() * 1000 + i;
+            r->seq &= UINT64CONST(0x7fffffffffffffff);
+        }
         off += MAXALIGN(mul_size(nreqs(), sizeof(SvcbusClusterReq)));
         cluster->ring_off = off;
         off += MAXALIGN(SVCBUS_CLUSTER_RING_BYTES);

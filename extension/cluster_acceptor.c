@@ -205,6 +205,8 @@ svcbus_paxos_prepare(PG_FUNCTION_ARGS)
     bytea      *out;
     Datum       result;
 
+    /* The reply is built in the caller's memory: SPI's goes at SPI_finish. */
+    initStringInfo(&buf);
     SPI_connect();
     promised = lock_promised();
     if (ballot < promised)
@@ -216,7 +218,6 @@ svcbus_paxos_prepare(PG_FUNCTION_ARGS)
         store_promised(ballot);
     ForceSyncCommit();
 
-    initStringInfo(&buf);
     {
         Oid         types[1] = {INT8OID};
         Datum       vals[1] = {Int64GetDatum(from)};

@@ -73,3 +73,62 @@ class LocalCluster:
     def destroy(self):
         for c in self.nodes:
             c.destroy()
+
+
+def _tree(pid):
+    """pid and all its descendants."""
+    from svcbus_harness import _children_of
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(_children_of(p))
+    return out
+
+
+class ProcessFaults:
+    """kill -9, restart, SIGSTOP/SIGCONT of the members of a LocalCluster."""
+
+    def __init__(self, lc):
+        self.lc = lc
+        self.stopped = {}
+
+    def kill9(self, i):
+        node = self.lc.node(i)
+        try:
+            node.kill9_postmaster()
+        except (OSError, ValueError):
+            pass
+
+    def start(self, i):
+        node = self.lc.node(i)
+        try:
+            node.execute("SELECT 1")
+            return
+        except Exception:
+            pass
+        node.start()
+
+    def sigstop(self, i):
+        import signal
+        pids = _tree(self.lc.node(i).postmaster_pid())
+        for p in pids:
+            try:
+                os.kill(p, signal.SIGSTOP)
+            except OSError:
+                pass
+        self.stopped[i] = pids
+
+    def sigcont(self, i):
+        import signal
+        for p in self.stopped.pop(i, []):
+            try:
+                os.kill(p, signal.SIGCONT)
+            except OSError:
+                pass
+
+    def heal(self):
+        for i in list(self.stopped):
+            self.sigcont(i)
+        for i in range(1, len(self.lc.nodes) + 1):
+            self.start(i)
