@@ -26,6 +26,7 @@ OBJS = \
 	extension/cache_api.o \
 	extension/cluster_acceptor.o \
 	extension/cluster_api.o \
+	extension/cluster_lock_api.o \
 	bus/lock_sm.o \
 	bus/lock_shmem.o \
 	bus/topic_match.o \
@@ -40,6 +41,7 @@ OBJS = \
 	bus/cache_shmem.o \
 	bus/cache_xact.o \
 	bus/cluster_sm.o \
+	bus/cluster_lock_sm.o \
 	bus/cluster_shmem.o \
 	bus/registry_sm.o \
 	bus/registry_sm_cmd.o \
@@ -88,11 +90,12 @@ DEB_PACKAGES = build-essential pkg-config postgresql-15 postgresql-server-dev-15
 	libpq-dev libwebsockets-dev libxml2-dev libcmocka-dev libjansson-dev libssl-dev \
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl \
 	python3 python3-psycopg python3-websockets python3-pytest curl procps \
-	clang libclang-rt-14-dev chromium openssl
+	clang libclang-rt-14-dev chromium openssl \
+	iproute2 nftables faketime spin
 BENCH_PACKAGES = postgresql-15-pgq3 pgqd redis-server memcached
 
 .PHONY: deps bench-deps gateway gateway-install run stop test unit \
-	installcheck-nopreload bench clean-test
+	installcheck-nopreload bench clean-test test-cluster
 
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do \
@@ -144,6 +147,12 @@ test: deps
 	$(MAKE) all SVCBUS_ASSERTS=1
 	$(MAKE) install SVCBUS_ASSERTS=1
 	/usr/bin/python3 test/run_all.py
+
+# The long form of the cluster tests: minutes of mixed faults on 3 and 5 nodes.
+test-cluster: deps
+	$(MAKE) all SVCBUS_ASSERTS=1
+	$(MAKE) install SVCBUS_ASSERTS=1
+	/usr/bin/python3 test/cluster/run_cluster.py --long
 
 bench: bench-deps
 	$(MAKE) clean

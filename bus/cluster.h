@@ -118,6 +118,7 @@ typedef struct SvcbusClusterShared
     Size        reqs_off;           /* fixed: offsets from this struct */
     Size        ring_off;
     Size        registry_off;
+    Size        locks_off;
 } SvcbusClusterShared;
 
 /* GUCs (defined in extension/guc.c, owned here) */
@@ -138,6 +139,8 @@ extern void svcbus_cluster_shmem_init(void);
 extern SvcbusClusterShared *svcbus_cluster(void);
 extern SvcbusClusterReq *svcbus_cluster_reqs(void);
 extern SvcbusReg *svcbus_cluster_registry(void);
+extern SvcbusClock *svcbus_cluster_locks(void);
+extern int  svcbus_cluster_lock_reqs(void);
 extern bool svcbus_cluster_ring_put(const uint8 *env, size_t len);
 extern size_t svcbus_cluster_ring_take(uint8 *buf, size_t cap, int *count);
 extern void svcbus_cluster_wake_worker(void);

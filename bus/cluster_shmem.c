@@ -23,6 +23,7 @@
 #include "utils/timestamp.h"
 
 #include "bus/cluster.h"
+#include "bus/locks.h"
 
 int         svcbus_cluster_node_id = 0;
 char       *svcbus_cluster_nodes = NULL;
@@ -52,6 +53,12 @@ registry_config(SvcbusRegConfig *cfg)
     cfg->history_max = svcbus_cluster_history;
 }
 
+int
+svcbus_cluster_lock_reqs(void)
+{
+    return Min(svcbus_max_locks * 2, SVCBUS_LOCK_MAX_REQS);
+}
+
 static int
 nreqs(void)
 {
@@ -70,6 +77,7 @@ svcbus_cluster_shmem_size(void)
     sz = add_size(sz, MAXALIGN(mul_size(nreqs(), sizeof(SvcbusClusterReq))));
     sz = add_size(sz, MAXALIGN(SVCBUS_CLUSTER_RING_BYTES));
     sz = add_size(sz, MAXALIGN(svcbus_reg_size(&cfg)));
+    sz = add_size(sz, MAXALIGN(svcbus_clock_size(svcbus_max_locks, svcbus_cluster_lock_reqs())));
     return sz;
 }
 
@@ -189,6 +197,9 @@ svcbus_cluster_shmem_init(void)
         cluster->registry_off = off;
         registry_config(&cfg);
         (void) svcbus_reg_init((char *) cluster + off, &cfg);
+        off += MAXALIGN(svcbus_reg_size(&cfg));
+        cluster->locks_off = off;
+        (void) svcbus_clock_init((char *) cluster + off, svcbus_max_locks, svcbus_cluster_lock_reqs());
     }
 }
 
@@ -209,6 +220,12 @@ SvcbusReg *
 svcbus_cluster_registry(void)
 {
     return (SvcbusReg *) ((char *) cluster + cluster->registry_off);
+}
+
+SvcbusClock *
+svcbus_cluster_locks(void)
+{
+    return (SvcbusClock *) ((char *) cluster + cluster->locks_off);
 }
 
 static uint8 *

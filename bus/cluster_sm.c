@@ -146,6 +146,7 @@ svcbus_cluster_apply_batch(SvcbusClusterState *st, int64_t slot, const uint8_t *
     /* Time passes first: leases that ended by the batch's time go. */
     memset(&tick, 0, sizeof(tick));
     (void) svcbus_reg_tick(st->registry, now, &tick);
+    svcbus_clock_tick(st->locks, now);
 
     for (uint32_t i = 0; i < n; i++)
     {
@@ -166,6 +167,9 @@ svcbus_cluster_apply_batch(SvcbusClusterState *st, int64_t slot, const uint8_t *
             case SVCBUS_SM_REGISTRY:
                 res.rc = (int32_t) svcbus_reg_apply(st->registry, env.payload, env.len,
                                                     now, &res.reg);
+                break;
+            case SVCBUS_SM_LOCKS:
+                res.rc = svcbus_clock_apply(st->locks, env.payload, env.len, now, &res.lock);
                 break;
             default:
                 res.rc = -1;    /* unknown machine: no effect anywhere */

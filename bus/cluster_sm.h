@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bus/cluster_lock_sm.h"
 #include "bus/registry_sm.h"
 
 #define SVCBUS_BATCH_MAGIC        0x31544253u   /* "SBT1" */
@@ -57,12 +58,14 @@ typedef struct SvcbusClusterResult
     int32_t     rc;                 /* the state machine's return code */
     int64_t     slot;               /* log slot the command was chosen in */
     SvcbusRegResult reg;
+    SvcbusClockResult lock;
 } SvcbusClusterResult;
 
 /* The state machines a node applies the log to (process-local handles). */
 typedef struct SvcbusClusterState
 {
     SvcbusReg  *registry;
+    SvcbusClock *locks;
 } SvcbusClusterState;
 
 typedef void (*SvcbusClusterDeliver) (const SvcbusEnvelope *env,

@@ -37,6 +37,7 @@
 #include "utils/tuplestore.h"
 
 #include "bus/cluster.h"
+#include "extension/cluster_api.h"
 #include "extension/svcbus.h"
 
 PG_FUNCTION_INFO_V1(svcbus_kv_put);
@@ -54,8 +55,8 @@ PG_FUNCTION_INFO_V1(svcbus_lease_revoke);
 PG_FUNCTION_INFO_V1(svcbus_cluster_status);
 PG_FUNCTION_INFO_V1(svcbus_cluster_digest);
 
-static SvcbusClusterShared *
-require_member(void)
+SvcbusClusterShared *
+svcbus_cluster_require_member(void)
 {
     SvcbusClusterShared *c;
 
@@ -191,10 +192,10 @@ leader_reachable(SvcbusClusterShared *c, int *since_ms)
  * apply it.  Returns its result; raises SB201/SB202 past
  * svcbus.cluster_timeout and SB209 when the submission queue is full.
  */
-static void
-cluster_submit(uint8 sm, const uint8 *payload, size_t len, SvcbusClusterResult *out)
+void
+svcbus_cluster_submit(uint8 sm, const uint8 *payload, size_t len, SvcbusClusterResult *out)
 {
-    SvcbusClusterShared *c = require_member();
+    SvcbusClusterShared *c = svcbus_cluster_require_member();
     SvcbusClusterReq *reqs = svcbus_cluster_reqs();
     int         slot = MyProc->pgprocno;
     SvcbusEnvelope env;
@@ -279,14 +280,14 @@ cluster_submit(uint8 sm, const uint8 *payload, size_t len, SvcbusClusterResult *
 }
 
 /* Make the local state fit for a read: a barrier, or the staleness check. */
-static void
-read_barrier(SvcbusClusterShared *c, bool stale)
+void
+svcbus_cluster_read_barrier(SvcbusClusterShared *c, bool stale)
 {
     SvcbusClusterResult r;
 
     if (!stale)
     {
-        cluster_submit(SVCBUS_SM_BARRIER, NULL, 0, &r);
+        svcbus_cluster_submit(SVCBUS_SM_BARRIER, NULL, 0, &r);
         return;
     }
     {
@@ -325,12 +326,12 @@ svcbus_kv_put(PG_FUNCTION_ARGS)
     size_t      n;
     SvcbusClusterResult r;
 
-    require_member();
+    svcbus_cluster_require_member();
     n = svcbus_reg_encode_put(cmd, cap, (uint8 *) VARDATA_ANY(k), VARSIZE_ANY_EXHDR(k),
                               (uint8 *) VARDATA_ANY(v), VARSIZE_ANY_EXHDR(v), lease);
     if (n == 0)
         elog(ERROR, "svcbus: could not encode a put");
-    cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
+    svcbus_cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
     check_reg(&r, lease);
     PG_RETURN_INT64(r.reg.revision);
 }
@@ -346,11 +347,11 @@ svcbus_kv_delete(PG_FUNCTION_ARGS)
     size_t      n;
     SvcbusClusterResult r;
 
-    require_member();
+    svcbus_cluster_require_member();
     n = svcbus_reg_encode_delete(cmd, cap, (uint8 *) VARDATA_ANY(k), VARSIZE_ANY_EXHDR(k), prefix);
     if (n == 0)
         elog(ERROR, "svcbus: could not encode a delete");
-    cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
+    svcbus_cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
     check_reg(&r, 0);
     PG_RETURN_INT64(r.reg.deleted);
 }
@@ -371,7 +372,7 @@ svcbus_kv_cas(PG_FUNCTION_ARGS)
     size_t      n;
     SvcbusClusterResult r;
 
-    require_member();
+    svcbus_cluster_require_member();
     cap = 64 + 2 * SVCBUS_REG_PUT_CMD_SIZE(VARSIZE_ANY_EXHDR(k), SVCBUS_REG_VALUE_MAX);
     cmd = palloc(cap);
     svcbus_reg_txn_init(&b, cmd, cap);
@@ -391,7 +392,7 @@ svcbus_kv_cas(PG_FUNCTION_ARGS)
     n = svcbus_reg_txn_finish(&b);
     if (n == 0)
         elog(ERROR, "svcbus: could not encode a compare-and-swap");
-    cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
+    svcbus_cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
     check_reg(&r, 0);
     PG_RETURN_BOOL(r.reg.succeeded != 0);
 }
@@ -544,7 +545,7 @@ svcbus_kv_txn(PG_FUNCTION_ARGS)
     Datum       values[2];
     bool        nulls[2] = {false, false};
 
-    require_member();
+    svcbus_cluster_require_member();
     cmd = palloc(cap);
     svcbus_reg_txn_init(&b, cmd, cap);
     for (int i = 0; i < ncmp; i++)
@@ -601,7 +602,7 @@ svcbus_kv_txn(PG_FUNCTION_ARGS)
     n = svcbus_reg_txn_finish(&b);
     if (n == 0)
         elog(ERROR, "svcbus: could not encode a transaction");
-    cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
+    svcbus_cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
     check_reg(&r, 0);
 
     if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
@@ -676,14 +677,14 @@ return_kvs(FunctionCallInfo fcinfo, KvList *l)
 Datum
 svcbus_kv_get(PG_FUNCTION_ARGS)
 {
-    SvcbusClusterShared *c = require_member();
+    SvcbusClusterShared *c = svcbus_cluster_require_member();
     text       *k = key_arg(fcinfo, 0, false);
     bool        stale = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
     SvcbusRegKv *kv = palloc(sizeof(SvcbusRegKv));
     bool        found;
     KvList      l;
 
-    read_barrier(c, stale);
+    svcbus_cluster_read_barrier(c, stale);
     LWLockAcquire(c->sm_lock, LW_SHARED);
     found = svcbus_reg_get(svcbus_cluster_registry(), (uint8 *) VARDATA_ANY(k),
                            VARSIZE_ANY_EXHDR(k), kv);
@@ -702,7 +703,7 @@ svcbus_kv_get(PG_FUNCTION_ARGS)
 Datum
 svcbus_kv_range(PG_FUNCTION_ARGS)
 {
-    SvcbusClusterShared *c = require_member();
+    SvcbusClusterShared *c = svcbus_cluster_require_member();
     text       *p = key_arg(fcinfo, 0, true);
     bool        stale = PG_ARGISNULL(1) ? false : PG_GETARG_BOOL(1);
     int32       lim = PG_ARGISNULL(2) ? 0 : PG_GETARG_INT32(2);
@@ -715,7 +716,7 @@ svcbus_kv_range(PG_FUNCTION_ARGS)
                  errmsg("max_keys must not be negative")));
     if (lim == 0 || lim > svcbus_cluster_max_keys)
         lim = svcbus_cluster_max_keys;
-    read_barrier(c, stale);
+    svcbus_cluster_read_barrier(c, stale);
     l.cap = lim;
     l.n = 0;
     l.items = palloc(sizeof(SvcbusRegKv *) * lim);
@@ -731,11 +732,11 @@ svcbus_kv_range(PG_FUNCTION_ARGS)
 Datum
 svcbus_kv_revision(PG_FUNCTION_ARGS)
 {
-    SvcbusClusterShared *c = require_member();
+    SvcbusClusterShared *c = svcbus_cluster_require_member();
     bool        stale = PG_ARGISNULL(0) ? false : PG_GETARG_BOOL(0);
     int64       rev;
 
-    read_barrier(c, stale);
+    svcbus_cluster_read_barrier(c, stale);
     LWLockAcquire(c->sm_lock, LW_SHARED);
     rev = svcbus_reg_revision(svcbus_cluster_registry());
     LWLockRelease(c->sm_lock);
@@ -779,7 +780,7 @@ event_collect_cb(void *arg, const SvcbusRegEvent *ev)
 Datum
 svcbus_kv_watch(PG_FUNCTION_ARGS)
 {
-    SvcbusClusterShared *c = require_member();
+    SvcbusClusterShared *c = svcbus_cluster_require_member();
     text       *p = key_arg(fcinfo, 0, true);
     int64       from;
     double      wait = PG_ARGISNULL(2) ? 0 : PG_GETARG_FLOAT8(2);
@@ -874,14 +875,14 @@ svcbus_kv_compact(PG_FUNCTION_ARGS)
     size_t      n;
     SvcbusClusterResult r;
 
-    require_member();
+    svcbus_cluster_require_member();
     if (PG_ARGISNULL(0))
         ereport(ERROR,
                 (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
                  errmsg("revision must not be null")));
     rev = PG_GETARG_INT64(0);
     n = svcbus_reg_encode_compact(cmd, sizeof(cmd), rev);
-    cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
+    svcbus_cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
     check_reg(&r, rev);
     PG_RETURN_INT64(r.reg.compact_rev);
 }
@@ -924,9 +925,9 @@ svcbus_lease_grant(PG_FUNCTION_ARGS)
     size_t      n;
     SvcbusClusterResult r;
 
-    require_member();
+    svcbus_cluster_require_member();
     n = svcbus_reg_encode_lease_grant(cmd, sizeof(cmd), ttl);
-    cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
+    svcbus_cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
     check_reg(&r, 0);
     PG_RETURN_INT64(r.reg.lease_id);
 }
@@ -940,9 +941,9 @@ svcbus_lease_keepalive(PG_FUNCTION_ARGS)
     size_t      n;
     SvcbusClusterResult r;
 
-    require_member();
+    svcbus_cluster_require_member();
     n = svcbus_reg_encode_lease_keepalive(cmd, sizeof(cmd), id);
-    cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
+    svcbus_cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
     check_reg(&r, id);
     PG_RETURN_FLOAT8((double) r.reg.ttl_ms / 1000.0);
 }
@@ -956,9 +957,9 @@ svcbus_lease_revoke(PG_FUNCTION_ARGS)
     size_t      n;
     SvcbusClusterResult r;
 
-    require_member();
+    svcbus_cluster_require_member();
     n = svcbus_reg_encode_lease_revoke(cmd, sizeof(cmd), id);
-    cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
+    svcbus_cluster_submit(SVCBUS_SM_REGISTRY, cmd, n, &r);
     check_reg(&r, id);
     PG_RETURN_INT64(r.reg.deleted);
 }
@@ -1044,7 +1045,7 @@ svcbus_cluster_status(PG_FUNCTION_ARGS)
 Datum
 svcbus_cluster_digest(PG_FUNCTION_ARGS)
 {
-    SvcbusClusterShared *c = require_member();
+    SvcbusClusterShared *c = svcbus_cluster_require_member();
     TupleDesc   tupdesc;
     Datum       v[3];
     bool        nulls[3] = {false, false, false};

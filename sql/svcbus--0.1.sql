@@ -861,3 +861,30 @@ CREATE FUNCTION svcbus.cluster_digest(OUT applied bigint, OUT log_digest bigint,
 AS 'MODULE_PATHNAME', 'svcbus_cluster_digest' LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION svcbus.cluster_digest() IS
   'Digest of this node''s applied log and checksum of its registry, for agreement checks.';
+
+-- Cluster-wide locks (replicated leases; see README "Cluster-wide locks").
+CREATE FUNCTION svcbus.cluster_lock(name text, ttl double precision, wait double precision DEFAULT 0,
+                                    mode text DEFAULT 'exclusive', owner text DEFAULT NULL)
+RETURNS bigint AS 'MODULE_PATHNAME', 'svcbus_cluster_lock' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cluster_lock(text, double precision, double precision, text, text) IS
+  'A cluster-wide lease of ttl seconds on name, waiting up to wait seconds (FIFO across nodes); returns a fencing token, or NULL if not granted in time.';
+CREATE FUNCTION svcbus.cluster_unlock(name text, token bigint, owner text DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_cluster_unlock' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cluster_unlock(text, bigint, text) IS
+  'Release a cluster lock held with token; false if it was not held (expired, released).';
+CREATE FUNCTION svcbus.cluster_renew(name text, token bigint, ttl double precision, owner text DEFAULT NULL)
+RETURNS boolean AS 'MODULE_PATHNAME', 'svcbus_cluster_renew' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cluster_renew(text, bigint, double precision, text) IS
+  'Make the cluster lock''s lease end ttl seconds from now; false if it is no longer held.';
+CREATE FUNCTION svcbus.cluster_fence(name text, token bigint, stale boolean DEFAULT false)
+RETURNS void AS 'MODULE_PATHNAME', 'svcbus_cluster_fence' LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.cluster_fence(text, bigint, boolean) IS
+  'Raise SB101 unless token is the current token of a holder of the cluster lock name.';
+CREATE FUNCTION svcbus.cluster_lock_status()
+RETURNS TABLE(name text, owner text, mode text, granted boolean, token bigint, expires_in double precision)
+AS 'MODULE_PATHNAME', 'svcbus_cluster_lock_status' LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION svcbus.cluster_lock_status() IS 'Holders and waiters of cluster locks in this node''s replica.';
+CREATE VIEW svcbus.cluster_locks AS SELECT * FROM svcbus.cluster_lock_status();
+COMMENT ON VIEW svcbus.cluster_locks IS
+  'One row per holder or waiter of a cluster lock, as this node''s replica has them; expires_in in seconds.';
+GRANT SELECT ON svcbus.cluster_locks TO PUBLIC;

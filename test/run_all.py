@@ -160,6 +160,15 @@ def layer_fuzz():
     return p, f
 
 
+def layer_cluster():
+    rc, out = run([PY, os.path.join(ROOT, "test", "cluster", "run_cluster.py")])
+    m = re.findall(r"^# cluster: (\d+) passed, (\d+) failed", out, re.M)
+    p, f = (int(m[-1][0]), int(m[-1][1])) if m else (0, 0)
+    if rc != 0 and f == 0:
+        f = 1
+    return p, f
+
+
 LAYERS = {
     "unit": layer_unit,
     "regress": layer_regress,
@@ -167,6 +176,7 @@ LAYERS = {
     "process": lambda: layer_pytest("process"),
     "gateway": lambda: layer_pytest("gateway"),
     "fuzz": layer_fuzz,
+    "cluster": layer_cluster,
 }
 
 

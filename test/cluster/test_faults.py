@@ -27,14 +27,19 @@ from workload import History, RegisterClient, final_reads  # noqa: E402
 RESULTS = os.path.join(HERE, "results")
 
 
-def schedule(rng, n, kinds, window):
-    """[(kind, targets)] in a seeded order, each kind at least once."""
+def schedule(rng, n, kinds, duration):
+    """(kind, target) steps in a seeded order: each kind once, then (when
+    duration > 0) random kinds until `duration` seconds have passed."""
     steps = list(kinds)
     rng.shuffle(steps)
-    return [(k, rng.randint(1, n)) for k in steps]
+    for k in steps:
+        yield k, rng.randint(1, n)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < duration:
+        yield rng.choice(kinds), rng.randint(1, n)
 
 
-def run(n, seed, kinds, window=4.0, clients_per_node=2, log=print):
+def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0):
     rng = random.Random(seed)
     lc = LocalCluster("flt%d" % n, n, {"svcbus.cluster_election_timeout": "500ms"})
     faults = ProcessFaults(lc)
@@ -53,7 +58,7 @@ def run(n, seed, kinds, window=4.0, clients_per_node=2, log=print):
             c.start()
         progress = []
         time.sleep(window)
-        for kind, target in schedule(rng, n, kinds, window):
+        for kind, target in schedule(rng, n, kinds, duration):
             before = hist.count("ok")
             leader = lc.leader() or target
             t = time.monotonic()
@@ -78,7 +83,7 @@ def run(n, seed, kinds, window=4.0, clients_per_node=2, log=print):
                 faults.sigstop(leader)
                 time.sleep(window)
                 faults.sigcont(leader)
-            log("# fault %s (leader was %s) for %.1fs" % (kind, leader, time.monotonic() - t))
+            log("# fault %s (leader was %s) for %.1fs" % (kind, leader, time.monotonic() - t), flush=True)
             time.sleep(window)      # healed window: the cluster must progress here
             progress.append((kind, hist.count("ok") - before))
         stop.set()
@@ -124,7 +129,8 @@ def main():
     passed = failed = 0
     sizes = [int(x) for x in os.environ.get("SVCBUS_FAULT_NODES", "3,5").split(",")]
     for n in sizes:
-        for ok, name, detail in run(n, seed, kinds):
+        duration = float(os.environ.get("SVCBUS_FAULT_DURATION", "0"))
+        for ok, name, detail in run(n, seed, kinds, duration=duration):
             print("%s - %s" % ("ok" if ok else "not ok", name))
             if detail:
                 print("\n".join("# " + l for l in detail.splitlines()[:60]))

@@ -59,7 +59,7 @@ def main():
     try:
         lc.start()
         f = lc.follower()
-        for name, prep in (("registry", None), ("noquorum", "stop-others")):
+        for name, prep in (("registry", None), ("locks", None), ("noquorum", "stop-others")):
             if prep == "stop-others":
                 for i in (1, 2, 3):
                     if i != f:

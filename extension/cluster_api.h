@@ -1,0 +1,20 @@
+/*
+ * extension/cluster_api.h
+ *      Helpers the cluster's SQL functions share (extension/cluster_api.c).
+ */
+#ifndef SVCBUS_CLUSTER_API_H
+#define SVCBUS_CLUSTER_API_H
+
+#include "bus/cluster.h"
+
+/* The cluster, or SB203 when this server is not a member. */
+extern SvcbusClusterShared *svcbus_cluster_require_member(void);
+
+/* Replicate one command and wait for this node to apply it (SB201/SB202/SB209). */
+extern void svcbus_cluster_submit(uint8 sm, const uint8 *payload, size_t len,
+                                  SvcbusClusterResult *out);
+
+/* Before a read: a barrier through the log, or the staleness check (SB204). */
+extern void svcbus_cluster_read_barrier(SvcbusClusterShared *c, bool stale);
+
+#endif                          /* SVCBUS_CLUSTER_API_H */
