@@ -1,13 +1,19 @@
 -- pgTAP: security shape of the queue API: no function of schema svcbus is
--- SECURITY DEFINER; every SQL-language function pins its search_path; the
+-- SECURITY DEFINER but the Paxos acceptor's three entry points, closed to PUBLIC; every SQL-language function pins its search_path; the
 -- storage schema and tables are closed to PUBLIC; a role without rights
 -- cannot reach a queue, and one with a grant can.
 BEGIN;
-SELECT plan(12);
+SELECT plan(13);
 
+SELECT set_eq($$SELECT proname::text FROM pg_proc
+                WHERE pronamespace = 'svcbus'::regnamespace AND prosecdef$$,
+              ARRAY['_paxos_prepare', '_paxos_accept', '_paxos_forward'],
+              'no svcbus function is SECURITY DEFINER (they check the caller''s rights) except the three Paxos acceptor entry points');
 SELECT is((SELECT count(*)::int FROM pg_proc
-            WHERE pronamespace = 'svcbus'::regnamespace AND prosecdef),
-          0, 'no svcbus function is SECURITY DEFINER (they check the caller''s rights)');
+            WHERE pronamespace = 'svcbus'::regnamespace AND prosecdef
+              AND (has_function_privilege('public', oid, 'EXECUTE')
+                   OR NOT coalesce(proconfig, '{}') @> ARRAY['search_path=pg_catalog, pg_temp'])),
+          0, 'PUBLIC cannot execute the SECURITY DEFINER acceptor entry points and each pins search_path');
 SELECT is((SELECT count(*)::int FROM pg_proc
             WHERE pronamespace = 'svcbus'::regnamespace
               AND prolang IN (SELECT oid FROM pg_language WHERE lanname IN ('sql', 'plpgsql'))
