@@ -907,7 +907,8 @@ leader_propose(TimestampTz now)
         int64       t = base_time + (mono_ms() - takeover_mono);
 
         LWLockAcquire(cs->sm_lock, LW_SHARED);
-        deadline = svcbus_reg_next_deadline(svcbus_cluster_registry());
+        deadline = Min(svcbus_reg_next_deadline(svcbus_cluster_registry()),
+                       svcbus_clock_next_deadline(svcbus_cluster_locks()));
         LWLockRelease(cs->sm_lock);
         need_tick = (deadline <= t && last_slot == commit_idx &&
                      TimestampDifferenceExceeds(last_noop, now, 50));
@@ -1023,6 +1024,7 @@ apply_one(int64 slot, const uint8 *data, size_t len, int64 *applied_time, uint64
     uint8       sb[8];
 
     st.registry = svcbus_cluster_registry();
+    st.locks = svcbus_cluster_locks();
     if (svcbus_batch_validate(data, len, &t, NULL))
     {
         LWLockAcquire(cs->lock, LW_EXCLUSIVE);

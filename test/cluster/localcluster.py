@@ -10,7 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
-from svcbus_harness import Cluster, free_port, wait_for  # noqa: E402
+from svcbus_harness import Cluster, _alive, free_port, wait_for  # noqa: E402
 
 
 class LocalCluster:
@@ -101,12 +101,28 @@ class ProcessFaults:
             pass
 
     def start(self, i):
+        """Bring node i up unless its postmaster still runs.
+
+        A live postmaster that refuses connections is in crash recovery
+        (say after a backend crashed): wait for it, never start a second
+        one on the same data directory.
+        """
         node = self.lc.node(i)
         try:
-            node.execute("SELECT 1")
-            return
-        except Exception:
-            pass
+            pid = node.postmaster_pid()
+        except (OSError, ValueError):
+            pid = None
+        if pid is not None and _alive(pid):
+            def up():
+                try:
+                    node.execute("SELECT 1")
+                    return True
+                except Exception:
+                    return not _alive(pid) and "gone"
+            if wait_for(up, timeout=60, what="node %d to finish recovery" % i) is True:
+                return
+            wait_for(lambda: not os.path.exists("/proc/%d" % pid), timeout=20,
+                     what="postmaster reaped")
         node.start()
 
     def sigstop(self, i):

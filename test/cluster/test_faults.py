@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import checker  # noqa: E402
 from localcluster import LocalCluster, ProcessFaults  # noqa: E402
-from workload import History, RegisterClient, final_reads  # noqa: E402
+from workload import FencedResource, History, MutexClient, RegisterClient, final_reads  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results")
 
@@ -54,6 +54,11 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0):
             node = c % n + 1
             clients.append(RegisterClient(c + 1, node, lambda i: lc.node(i).connect(), hist, keys,
                                           stop, seed * 100 + c, timeout_ms=2000))
+        mhist = History()
+        resource = FencedResource()
+        for m in range(n):
+            clients.append(MutexClient(500 + m, m + 1, lambda i: lc.node(i).connect(), mhist,
+                                       resource, stop, seed * 1000 + m))
         for c in clients:
             c.start()
         progress = []
@@ -103,6 +108,17 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0):
         results.append((res["valid"] is True,
                         "%d nodes: history is linearizable (%s; seed %d)" % (n, stats, seed),
                         checker.format_result(res) if res["valid"] is not True else ""))
+        with open(os.path.join(RESULTS, "mutex-%d-%d.jsonl" % (n, seed)), "w") as f:
+            for e in mhist.events:
+                f.write(json.dumps(e) + "\n")
+        mres = checker.check_mutex(mhist.events)
+        acq = mhist.count("ok", "acquire")
+        results.append((mres["valid"] is True and acq > 0,
+                        "%d nodes: cluster lock is a mutex whose tokens fence (%d grants, %d fenced writes"
+                        " accepted, %d rejected, %d hold overlaps after lease expiry)"
+                        % (n, acq, resource.accepted, resource.rejected,
+                           mres["warnings"]["overlaps"]["count"]),
+                        checker.format_result(mres) if mres["valid"] is not True else ""))
         finals_ok = all(e["type"] == "ok" for e in hist.events if e["process"] >= 900000
                         and e["type"] != "invoke")
         results.append((finals_ok, "%d nodes: every node answers linearizable reads after healing" % n, ""))
@@ -111,6 +127,12 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0):
             results.append((True, "%d nodes: applied logs agree (applied %s)" % (n, list(d.values())[0][0]), ""))
         except AssertionError as e:
             results.append((False, "%d nodes: applied logs agree" % n, str(lc.digests())))
+        crashes = []
+        for i in range(1, n + 1):
+            for line in lc.node(i).log_text().splitlines():
+                if "terminated by signal" in line and "signal 9" not in line:
+                    crashes.append("node %d: %s" % (i, line.strip()))
+        results.append((not crashes, "%d nodes: no server process crashed" % n, "\n".join(crashes[:10])))
         stuck = [k for k, ok in progress if ok == 0]
         results.append((not stuck, "%d nodes: progress after every fault %s" % (n, progress),
                         "no progress after %s" % stuck if stuck else ""))

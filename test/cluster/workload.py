@@ -159,3 +159,118 @@ def final_reads(connect, nodes, keys, history, process_base=900000):
                 history.add(p, "fail", "read", k, None)
         if conn is not None:
             conn.close()
+
+
+class FencedResource:
+    """The guarded resource of the mutex test: it accepts a write only if
+    its token is at least the highest token it accepted so far (the fencing
+    rule a storage service applies)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.highest = 0
+        self.accepted = 0
+        self.rejected = 0
+
+    def write(self, token):
+        with self._lock:
+            if token >= self.highest:
+                self.highest = token
+                self.accepted += 1
+                return True
+            self.rejected += 1
+            return False
+
+
+class MutexClient(threading.Thread):
+    """Acquire the cluster lock `name` (a short lease), check the token with
+    cluster_fence on its own node, write to the fenced resource, release."""
+
+    def __init__(self, cid, node, connect, history, resource, stop, seed, name="mutex",
+                 ttl=1.0, wait=2.0, timeout_ms=3000):
+        super().__init__(daemon=True)
+        self.cid, self.node, self.connect, self.history = cid, node, connect, history
+        self.resource, self.stop, self.name = resource, stop, name
+        self.rng = random.Random(seed)
+        self.ttl, self.wait, self.timeout_ms = ttl, wait, timeout_ms
+        self.gen = 0
+        self.conn = None
+        self.owner = "client-%d" % cid
+        self.fence_failures = 0
+
+    @property
+    def process(self):
+        return self.cid * 1000 + self.gen
+
+    def _conn(self):
+        if self.conn is None or self.conn.closed:
+            self.conn = self.connect(self.node)
+            self.conn.execute("SET svcbus.cluster_timeout = %d" % self.timeout_ms)
+        return self.conn
+
+    def _error(self, f, value, e):
+        state = getattr(e, "sqlstate", None)
+        if state in ("SB201", "SB202") or state is None or state.startswith("08") or state.startswith("57"):
+            self.history.add(self.process, "info", f, None, value)
+            self.gen += 1
+            if state is None or state.startswith("08") or state.startswith("57"):
+                try:
+                    self.conn.close()
+                except Exception:
+                    pass
+                self.conn = None
+                time.sleep(0.1)
+        else:
+            self.history.add(self.process, "fail", f, None, value)
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                conn = self._conn()
+            except Exception:
+                time.sleep(0.2)
+                continue
+            p = self.process
+            owner = "client-%d-%d" % (self.cid, self.gen)   # a new owner after an unknown outcome
+            self.owner = owner
+            self.history.add(p, "invoke", "acquire", None, None)
+            try:
+                tok = conn.execute("SELECT svcbus.cluster_lock(%s, %s, wait => %s, owner => %s)",
+                                   (self.name, self.ttl, self.wait, self.owner)).fetchone()[0]
+            except psycopg.Error as e:
+                self._error("acquire", None, e)
+                continue
+            if tok is None:
+                self.history.add(p, "fail", "acquire", None, None)
+                continue
+            self.history.add(p, "ok", "acquire", None, tok)
+            # hold it for a moment, sometimes longer than the lease
+            time.sleep(self.rng.choice([0.0, 0.01, 0.05, 0.2, 1.2]))
+            fenced = True
+            try:
+                conn.execute("SELECT svcbus.cluster_fence(%s, %s)", (self.name, tok))
+            except psycopg.Error as e:
+                fenced = False
+                self.fence_failures += 1
+                if getattr(e, "sqlstate", None) != "SB101":
+                    # could not check: give the lock back (its lease ends anyway)
+                    self.history.add(self.process, "invoke", "release", None, tok)
+                    self._error("release", tok, e)
+                    continue
+            if fenced:
+                self.history.add(self.process, "invoke", "fenced_write", None, [tok, self.process])
+                ok = self.resource.write(tok)
+                self.history.add(self.process, "ok" if ok else "fail", "fenced_write", None,
+                                 [tok, self.process])
+            self.history.add(self.process, "invoke", "release", None, tok)
+            try:
+                conn.execute("SELECT svcbus.cluster_unlock(%s, %s, owner => %s)",
+                             (self.name, tok, self.owner))
+                self.history.add(self.process, "ok", "release", None, tok)
+            except psycopg.Error as e:
+                self._error("release", tok, e)
+        try:
+            if self.conn is not None:
+                self.conn.close()
+        except Exception:
+            pass
