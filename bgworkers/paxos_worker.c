@@ -863,6 +863,50 @@ on_reply(Peer *p, Outstanding *o, TimestampTz now)
  * Roles
  */
 
+/*
+ * Choose this candidate's ballot and promise it on this node's own acceptor,
+ * durably, before any other node hears of it.  The ballot is one round above
+ * the highest this node's acceptor ever promised, so every ballot this node
+ * ever used is at most its durable promise: after a crash (when max_round and
+ * the shared-memory hint start from zero) it can never pick a ballot it
+ * already led with and propose different values under it.  The Promela model
+ * (test/model/paxos.pml, SEED 0) finds that two-values-in-one-slot run for
+ * the older "round above what shared memory saw" rule.
+ */
+static int64
+own_promise(void)
+{
+    int64       ballot;
+    bool        isnull;
+    Oid         types[1] = {INT8OID};
+    Datum       vals[1];
+
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
+    if (SPI_execute("SELECT promised FROM svcbus_internal.paxos_acceptor WHERE id = 1 FOR UPDATE",
+                    false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+        elog(ERROR, "svcbus paxos: could not read this node's acceptor state");
+    seen_ballot(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
+    max_round++;
+    ballot = max_round * 256 + me;
+    vals[0] = Int64GetDatum(ballot);
+    if (SPI_execute_with_args("UPDATE svcbus_internal.paxos_acceptor SET promised = $1 WHERE id = 1",
+                              1, types, vals, NULL, false, 0) != SPI_OK_UPDATE)
+        elog(ERROR, "svcbus paxos: could not store this node's promise");
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();     /* synchronous: flushed before we go on */
+    MemoryContextSwitchTo(loop_cxt);
+
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    if (ballot > cs->promised)
+        cs->promised = ballot;
+    LWLockRelease(cs->lock);
+    return ballot;
+}
+
 static void
 start_election(TimestampTz now)
 {
@@ -872,8 +916,7 @@ start_election(TimestampTz now)
     LWLockRelease(cs->lock);
 
     role = SVCBUS_ROLE_CANDIDATE;
-    max_round++;
-    my_ballot = max_round * 256 + me;
+    my_ballot = own_promise();
     npromises = 0;
     recovered_clear();
     n_elections++;

@@ -1,0 +1,71 @@
+#!/bin/sh
+# test/model/run_spin.sh [short|long] -- check test/model/paxos.pml with spin.
+#
+# Prints TAP lines (ok / not ok) for the cluster test layer.
+#   short (make test):  the model as shipped searched for BUDGET seconds
+#                       (bitstate DFS, depth bound 150): no assertion may
+#                       fail; the minority-quorum mutation (QUORUM=1) must
+#                       give a counterexample.
+#   long (make test-cluster): longer searches, plus the mutations
+#                       MUT_LEARN_NOCHECK, MUT_ADOPT_FIRST and the older
+#                       ballot rule SEED=0, reported (a mutation that is not
+#                       caught within its budget is reported, not hidden).
+# The searches are bounded, not exhaustive: the state space of this model
+# with 3 acceptors, 2 proposers, 2 elections each and 2 slots is larger
+# than a few minutes of spin on this machine (README.md, "Bounds").
+set -u
+MODE=${1:-short}
+HERE=$(cd "$(dirname "$0")" && pwd)
+WORK=${SVCBUS_SPIN_DIR:-/tmp/svcbus-test/spin}
+if ! command -v spin >/dev/null 2>&1; then
+    echo "not ok - spin is installed (apt-get install spin)"
+    exit 1
+fi
+if [ "$MODE" = long ]; then BUDGET=${SVCBUS_SPIN_BUDGET:-600}; MBUDGET=600; else BUDGET=${SVCBUS_SPIN_BUDGET:-60}; MBUDGET=60; fi
+fail=0
+
+# run NAME SECONDS DEPTH [spin -D options]: compile and search; leaves
+# $WORK/NAME/out.txt and sets ERRS (number of errors, "" if no report).
+run() {
+    name=$1; secs=$2; depth=$3; shift 3
+    d=$WORK/$name
+    rm -rf "$d"; mkdir -p "$d"
+    cp "$HERE/paxos.pml" "$d/"
+    ( cd "$d" && spin -a "$@" paxos.pml >spin.txt 2>&1 &&
+      cc -w -O2 -DSAFETY -DBITSTATE -o pan pan.c >cc.txt 2>&1 ) || { ERRS=""; return; }
+    ( cd "$d" && timeout -s INT "$secs" ./pan -m"$depth" -w30 >out.txt 2>&1 )
+    ERRS=$(sed -n 's/.*errors: \([0-9]*\).*/\1/p' "$d/out.txt" | head -1)
+    STATES=$(sed -n 's/^ *\([0-9.e+]*\) states, stored.*/\1/p' "$d/out.txt" | head -1)
+    VIOL=$(grep -m1 'assertion violated' "$d/out.txt" | sed 's/^pan:[0-9]*: //')
+}
+
+run shipped "$BUDGET" 150
+if [ "$ERRS" = 0 ]; then
+    echo "ok - spin: no two values chosen for one slot, no learner applies an unchosen value (model as shipped, ${STATES} states in ${BUDGET}s, bounded search)"
+else
+    echo "not ok - spin: the model as shipped has no assertion violation (errors: ${ERRS:-none reported}) ${VIOL:-}"
+    sed 's/^/# /' "$WORK/shipped/out.txt" | head -30
+    fail=1
+fi
+
+run minority "$MBUDGET" 150 -DQUORUM=1
+if [ "${ERRS:-0}" != 0 ] && [ -n "$ERRS" ]; then
+    echo "ok - spin: a minority quorum (QUORUM=1) is caught: $VIOL"
+else
+    echo "not ok - spin: a minority quorum (QUORUM=1) gives a counterexample (errors: ${ERRS:-none reported})"
+    fail=1
+fi
+
+if [ "$MODE" = long ]; then
+    for m in "learn_nocheck -DMUT_LEARN_NOCHECK" "adopt_first -DMUT_ADOPT_FIRST" "seed0 -DSEED=0"; do
+        set -- $m
+        n=$1; shift
+        run "$n" "$MBUDGET" 150 "$@"
+        if [ "${ERRS:-0}" != 0 ] && [ -n "$ERRS" ]; then
+            echo "ok - spin: mutation $* is caught: $VIOL"
+        else
+            echo "# note: mutation $* not caught within ${MBUDGET}s (${STATES:-?} states, bounded search)"
+        fi
+    done
+fi
+exit $fail
