@@ -92,7 +92,7 @@ DEB_PACKAGES = build-essential pkg-config postgresql-15 postgresql-server-dev-15
 	python3 python3-psycopg python3-websockets python3-pytest curl procps \
 	clang libclang-rt-14-dev chromium openssl \
 	iproute2 nftables faketime spin
-BENCH_PACKAGES = postgresql-15-pgq3 pgqd redis-server memcached
+BENCH_PACKAGES = postgresql-15-pgq3 pgqd redis-server memcached etcd-server etcd-client
 
 .PHONY: deps bench-deps gateway gateway-install run stop test unit \
 	installcheck-nopreload bench clean-test test-cluster
