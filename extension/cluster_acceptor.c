@@ -222,9 +222,17 @@ svcbus_paxos_prepare(PG_FUNCTION_ARGS)
         Oid         types[1] = {INT8OID};
         Datum       vals[1] = {Int64GetDatum(from)};
 
+        /*
+         * Not read_only: that would read the log with the snapshot our
+         * caller's statement took before it waited for the acceptor row, and
+         * miss values an accept holding the row committed meanwhile (a
+         * promise that reports less than was accepted: two values chosen for
+         * one slot).  A fresh snapshot, taken now that we hold the row, sees
+         * every accept that came before this promise.
+         */
         if (SPI_execute_with_args("SELECT slot, ballot, value FROM svcbus_internal.paxos_log"
                                   " WHERE slot >= $1 ORDER BY slot",
-                                  1, types, vals, NULL, true, 0) != SPI_OK_SELECT)
+                                  1, types, vals, NULL, false, 0) != SPI_OK_SELECT)
             elog(ERROR, "svcbus: could not read the paxos log");
         for (uint64 i = 0; i < SPI_processed; i++)
         {

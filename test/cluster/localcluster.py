@@ -16,13 +16,11 @@ from svcbus_harness import Cluster, _alive, free_port, wait_for  # noqa: E402
 class LocalCluster:
     def __init__(self, name, n=3, extra_conf=None):
         self.ports = [free_port() for _ in range(n)]
-        spec = ", ".join("%d=host=127.0.0.1 port=%d user=postgres" % (i + 1, p)
-                         for i, p in enumerate(self.ports))
         self.nodes = []
         for i in range(n):
             conf = {
                 "svcbus.cluster_node_id": str(i + 1),
-                "svcbus.cluster_nodes": "'%s'" % spec,
+                "svcbus.cluster_nodes": "'%s'" % self.member_spec(i + 1),
                 "svcbus.restart_backoff_min": "100ms",
                 "svcbus.restart_backoff_max": "500ms",
                 "fsync": "on",
@@ -30,6 +28,16 @@ class LocalCluster:
             }
             conf.update(extra_conf or {})
             self.nodes.append(Cluster("%s-n%d" % (name, i + 1), port=self.ports[i], extra_conf=conf))
+
+    def peer_port(self, i, j):
+        """The port node i reaches node j on (here: j's own port)."""
+        return self.ports[j - 1]
+
+    def member_spec(self, i):
+        """svcbus.cluster_nodes of node i: every member, i itself included."""
+        return ", ".join("%d=host=127.0.0.1 port=%d user=postgres"
+                         % (j, self.ports[j - 1] if j == i else self.peer_port(i, j))
+                         for j in range(1, len(self.ports) + 1))
 
     def start(self):
         for c in self.nodes:

@@ -5,10 +5,12 @@
 
 Runs, in order: the history checkers' own tests (known-bad histories), the
 spin model check of the protocol with its mutations (test/model), the
-expected-output SQL tests on a real 3-node cluster, the network-fault
-harness's self-test, and the fault tests (short: each fault kind once on 3
-and 5 nodes; long: SVCBUS_FAULT_DURATION seconds, default 300, of mixed
-faults on each size).  Each part prints `ok - ...` / `not ok - ...` lines;
+expected-output SQL tests on a real 3-node cluster, the process fault
+tests (test_faults.py) and the partition and clock fault tests
+(test_partitions.py: per-link proxies, libfaketime); short: each fault kind
+once on 3 and 5 nodes; long: SVCBUS_FAULT_DURATION seconds, default 300, of
+mixed faults on each size (the partition part mixes process, partition and
+clock faults).  Each part prints `ok - ...` / `not ok - ...` lines;
 this script prints their count as `# cluster: N passed, N failed`.
 """
 import os

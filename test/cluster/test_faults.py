@@ -39,10 +39,20 @@ def schedule(rng, n, kinds, duration):
         yield rng.choice(kinds), rng.randint(1, n)
 
 
-def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0):
+CONF = {"svcbus.cluster_election_timeout": "500ms"}
+
+
+def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, make_cluster=None,
+        more_faults=None, majority_kinds=(), tag="faults"):
+    """The fault run on n nodes.  make_cluster(n) gives another kind of
+    LocalCluster; more_faults(lc) an injector of more fault kinds (its
+    apply(kind, leader, rng, window) returns False for kinds it does not
+    know; its heal() undoes every fault).  In majority_kinds a majority
+    stays connected, so the cluster must make progress during the fault too."""
     rng = random.Random(seed)
-    lc = LocalCluster("flt%d" % n, n, {"svcbus.cluster_election_timeout": "500ms"})
+    lc = make_cluster(n) if make_cluster else LocalCluster("flt%d" % n, n, CONF)
     faults = ProcessFaults(lc)
+    extra = more_faults(lc) if more_faults else None
     hist = History()
     stop = threading.Event()
     keys = ["k%d" % i for i in range(4)]
@@ -61,13 +71,15 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0):
                                        resource, stop, seed * 1000 + m))
         for c in clients:
             c.start()
-        progress = []
+        progress, during_progress = [], []
         time.sleep(window)
         for kind, target in schedule(rng, n, kinds, duration):
             before = hist.count("ok")
             leader = lc.leader() or target
             t = time.monotonic()
-            if kind == "kill9-leader":
+            if extra is not None and extra.apply(kind, leader, rng, window):
+                pass
+            elif kind == "kill9-leader":
                 faults.kill9(leader)
                 time.sleep(window)
                 faults.start(leader)
@@ -88,17 +100,24 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0):
                 faults.sigstop(leader)
                 time.sleep(window)
                 faults.sigcont(leader)
-            log("# fault %s (leader was %s) for %.1fs" % (kind, leader, time.monotonic() - t), flush=True)
+            during = hist.count("ok") - before
+            log("# fault %s (leader was %s) for %.1fs, %d ops ok during it"
+                % (kind, leader, time.monotonic() - t, during), flush=True)
+            before = hist.count("ok")
             time.sleep(window)      # healed window: the cluster must progress here
             progress.append((kind, hist.count("ok") - before))
+            if kind in majority_kinds:
+                during_progress.append((kind, during))
         stop.set()
         for c in clients:
             c.join(timeout=30)
+        if extra is not None:
+            extra.heal()
         faults.heal()
         lc.wait_leader()
         final_reads(lambda i: lc.node(i).connect(), range(1, n + 1), keys, hist)
         os.makedirs(RESULTS, exist_ok=True)
-        path = os.path.join(RESULTS, "history-%d-%d.jsonl" % (n, seed))
+        path = os.path.join(RESULTS, "history-%s-%d-%d.jsonl" % (tag, n, seed))
         with open(path, "w") as f:
             for e in hist.events:
                 f.write(json.dumps(e) + "\n")
@@ -108,7 +127,7 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0):
         results.append((res["valid"] is True,
                         "%d nodes: history is linearizable (%s; seed %d)" % (n, stats, seed),
                         checker.format_result(res) if res["valid"] is not True else ""))
-        with open(os.path.join(RESULTS, "mutex-%d-%d.jsonl" % (n, seed)), "w") as f:
+        with open(os.path.join(RESULTS, "mutex-%s-%d-%d.jsonl" % (tag, n, seed)), "w") as f:
             for e in mhist.events:
                 f.write(json.dumps(e) + "\n")
         mres = checker.check_mutex(mhist.events)
@@ -136,8 +155,17 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0):
         stuck = [k for k, ok in progress if ok == 0]
         results.append((not stuck, "%d nodes: progress after every fault %s" % (n, progress),
                         "no progress after %s" % stuck if stuck else ""))
+        if extra is not None and hasattr(extra, "results"):
+            results.extend(extra.results())
+        if during_progress:
+            stuck = [k for k, ok in during_progress if ok == 0]
+            results.append((not stuck,
+                            "%d nodes: progress while a majority is connected %s" % (n, during_progress),
+                            "no progress during %s" % stuck if stuck else ""))
     finally:
         stop.set()
+        if extra is not None:
+            extra.heal()
         for i in list(faults.stopped):
             faults.sigcont(i)
         if not os.environ.get("SVCBUS_KEEP"):
@@ -145,15 +173,20 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0):
     return results
 
 
-def main():
+KINDS = ["kill9-leader", "kill9-minority", "kill9-all", "sigstop-leader"]
+
+
+def main(kinds=KINDS, **kw):
+    """Runs each fault kind once (then SVCBUS_FAULT_DURATION seconds of
+    random ones) on every size of SVCBUS_FAULT_NODES; prints TAP lines."""
     seed = int(os.environ.get("SVCBUS_FAULT_SEED", int(time.time()) % 100000))
-    kinds = ["kill9-leader", "kill9-minority", "kill9-all", "sigstop-leader"]
+    print("# fault schedule seed %d (set SVCBUS_FAULT_SEED to repeat it)" % seed, flush=True)
     passed = failed = 0
     sizes = [int(x) for x in os.environ.get("SVCBUS_FAULT_NODES", "3,5").split(",")]
     for n in sizes:
         duration = float(os.environ.get("SVCBUS_FAULT_DURATION", "0"))
-        for ok, name, detail in run(n, seed, kinds, duration=duration):
-            print("%s - %s" % ("ok" if ok else "not ok", name))
+        for ok, name, detail in run(n, seed, kinds, duration=duration, **kw):
+            print("%s - %s" % ("ok" if ok else "not ok", name), flush=True)
             if detail:
                 print("\n".join("# " + l for l in detail.splitlines()[:60]))
             passed += ok

@@ -84,6 +84,7 @@ class Cluster:
         self.port = port or free_port()
         self.extra_conf = dict(extra_conf or {})
         self.preload = preload
+        self.env = {}           # extra environment of the postmaster (say LD_PRELOAD of faketime)
         self._initialized = False
 
     # -- lifecycle -------------------------------------------------------
@@ -132,8 +133,9 @@ class Cluster:
         first = not self._initialized
         if first:
             self.init()
-        r = _as_postgres([os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l",
-                          self.logfile, "-w", "-t", "60", "start"])
+        env = ["env"] + ["%s=%s" % kv for kv in sorted(self.env.items())] if self.env else []
+        r = _as_postgres(env + [os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l",
+                                self.logfile, "-w", "-t", "60", "start"])
         if r.returncode != 0:
             raise RuntimeError("pg_ctl start failed: %s%s\n%s"
                                % (r.stdout, r.stderr, self.log_text()[-3000:]))
