@@ -166,6 +166,7 @@ static bool fwd_inflight = false;
 static int64 n_batches = 0;
 static int64 n_commands = 0;
 static int64 n_forwarded = 0;
+static int64 n_forward_dropped = 0;     /* forwards lost with their connection */
 static int64 n_elections = 0;
 
 static int64
@@ -218,10 +219,10 @@ update_detail(void)
     commit = cs->commit;
     LWLockRelease(cs->lock);
     snprintf(buf, sizeof(buf),
-             "%s, ballot %lld, commit %lld, applied %lld, batches %lld, commands %lld, forwarded %lld, elections %lld",
+             "%s, ballot %lld, commit %lld, applied %lld, batches %lld, commands %lld, forwarded %lld (%lld lost with a connection), elections %lld",
              svcbus_cluster_role_name(role), (long long) my_ballot, (long long) commit,
              (long long) applied, (long long) n_batches, (long long) n_commands,
-             (long long) n_forwarded, (long long) n_elections);
+             (long long) n_forwarded, (long long) n_forward_dropped, (long long) n_elections);
     svcbus_worker_set_detail(buf);
 }
 
@@ -246,7 +247,21 @@ peer_drop(Peer *p, const char *why)
         Outstanding *o = &p->q[(p->qhead + i) % MAX_INFLIGHT];
 
         if (o->kind == REQ_FORWARD)
-            fwd_inflight = false;   /* the forward may or may not have landed */
+        {
+            /*
+             * The forward may or may not have landed (the leader may have
+             * queued it and its reply got lost, or it may still arrive over
+             * a stalled connection).  Sending it again could apply its
+             * commands twice (found by the partition test: a write applied
+             * a second time after later writes).  Drop it: its clients get
+             * "outcome unknown" (SB202) when their wait ends, which is what
+             * happened.  At most once, never twice.
+             */
+            fwd_inflight = false;
+            resetStringInfo(&fwd);
+            fwd_count = 0;
+            n_forward_dropped++;
+        }
         if (o->entries)
             pfree(o->entries);
         o->entries = NULL;

@@ -42,6 +42,14 @@ def schedule(rng, n, kinds, duration):
 CONF = {"svcbus.cluster_election_timeout": "500ms"}
 
 
+def first_write_after(hist, t):
+    """Seconds from t to the first write or CAS acknowledged after it."""
+    with hist._lock:
+        times = [e["time"] for e in hist.events
+                 if e["type"] == "ok" and e["f"] in ("write", "cas") and e["time"] > t]
+    return min(times) - t if times else None
+
+
 def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, make_cluster=None,
         more_faults=None, majority_kinds=(), tag="faults"):
     """The fault run on n nodes.  make_cluster(n) gives another kind of
@@ -71,7 +79,7 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, m
                                        resource, stop, seed * 1000 + m))
         for c in clients:
             c.start()
-        progress, during_progress = [], []
+        progress, during_progress, heal_times = [], [], []
         time.sleep(window)
         for kind, target in schedule(rng, n, kinds, duration):
             before = hist.count("ok")
@@ -104,8 +112,10 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, m
             log("# fault %s (leader was %s) for %.1fs, %d ops ok during it"
                 % (kind, leader, time.monotonic() - t, during), flush=True)
             before = hist.count("ok")
+            healed_at = time.monotonic() - hist.t0
             time.sleep(window)      # healed window: the cluster must progress here
             progress.append((kind, hist.count("ok") - before))
+            heal_times.append(first_write_after(hist, healed_at))
             if kind in majority_kinds:
                 during_progress.append((kind, during))
         stop.set()
@@ -152,6 +162,10 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, m
                 if "terminated by signal" in line and "signal 9" not in line:
                     crashes.append("node %d: %s" % (i, line.strip()))
         results.append((not crashes, "%d nodes: no server process crashed" % n, "\n".join(crashes[:10])))
+        ht = sorted(h for h in heal_times if h is not None)
+        if ht:
+            log("# healing: first acknowledged write after a fault ended: median %.2f s, max %.2f s"
+                " over %d faults" % (ht[(len(ht) - 1) // 2], ht[-1], len(ht)), flush=True)
         stuck = [k for k, ok in progress if ok == 0]
         results.append((not stuck, "%d nodes: progress after every fault %s" % (n, progress),
                         "no progress after %s" % stuck if stuck else ""))
