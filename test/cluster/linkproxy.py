@@ -25,26 +25,20 @@ from localcluster import LocalCluster
 
 
 class LinkProxies:
-    def __init__(self, n, avoid_ports):
+    def __init__(self, n):
         self.n = n
         self.loop = asyncio.new_event_loop()
         self.open = {}          # frozenset({i, j}) -> asyncio.Event (set: connected)
         self.socks = {}         # (i, j) -> listening socket
         self.ports = {}
         self.target = {}        # j -> node j's real port (set by the cluster)
-        self.stats = {"connections": 0, "bytes": 0}
-        self.cut = set()
         for i in range(1, n + 1):
             for j in range(1, n + 1):
                 if i == j:
                     continue
-                while True:
-                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.bind(("127.0.0.1", 0))
-                    if s.getsockname()[1] not in avoid_ports:
-                        break
-                    s.close()
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", 0))
                 s.listen(64)
                 s.setblocking(False)
                 self.socks[(i, j)] = s
@@ -70,7 +64,6 @@ class LinkProxies:
 
     async def _conn(self, i, j, reader, writer):
         ev = self.open[frozenset((i, j))]
-        self.stats["connections"] += 1
         up_w = None
         try:
             await ev.wait()
@@ -97,7 +90,6 @@ class LinkProxies:
                     break
                 await ev.wait()           # cut while the chunk was read: hold it
                 w.write(data)
-                self.stats["bytes"] += len(data)
                 await w.drain()
         except (OSError, ConnectionError):
             pass
@@ -113,9 +105,8 @@ class LinkProxies:
         self.started.wait(10)
 
     def _set(self, cut):
-        self.cut = set(cut)
         for pair, ev in self.open.items():
-            if pair in self.cut:
+            if pair in cut:
                 ev.clear()
             else:
                 ev.set()
@@ -161,7 +152,7 @@ class ProxiedCluster(LocalCluster):
     def __init__(self, name, n=3, extra_conf=None, node_env=None):
         # the proxies' listeners are bound first, so the nodes' free ports
         # cannot be one of theirs
-        self.proxies = LinkProxies(n, ())
+        self.proxies = LinkProxies(n)
         super().__init__(name, n, extra_conf)
         for j, p in enumerate(self.ports):
             self.proxies.target[j + 1] = p

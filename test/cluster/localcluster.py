@@ -1,13 +1,12 @@
 """A small N-node svcbus cluster on 127.0.0.1 (no network namespaces).
 
 For tests that need real members but no network faults: SQL behaviour,
-kill -9 and restarts, log agreement.  Fault tests use netcluster.py.
+kill -9 and restarts, log agreement.  Partition tests put linkproxy.py between the members.
 Every process is started and stopped by the single-node harness
 (test/harness/svcbus_harness.py), by PID.
 """
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
 from svcbus_harness import Cluster, _alive, free_port, wait_for  # noqa: E402

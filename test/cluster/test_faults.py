@@ -42,14 +42,6 @@ def schedule(rng, n, kinds, duration):
 CONF = {"svcbus.cluster_election_timeout": "500ms"}
 
 
-def first_write_after(hist, t):
-    """Seconds from t to the first write or CAS acknowledged after it."""
-    with hist._lock:
-        times = [e["time"] for e in hist.events
-                 if e["type"] == "ok" and e["f"] in ("write", "cas") and e["time"] > t]
-    return min(times) - t if times else None
-
-
 def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, make_cluster=None,
         more_faults=None, majority_kinds=(), tag="faults"):
     """The fault run on n nodes.  make_cluster(n) gives another kind of
@@ -115,7 +107,7 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, m
             healed_at = time.monotonic() - hist.t0
             time.sleep(window)      # healed window: the cluster must progress here
             progress.append((kind, hist.count("ok") - before))
-            heal_times.append(first_write_after(hist, healed_at))
+            heal_times.append(hist.first_ok_after(healed_at, ("write", "cas")))
             if kind in majority_kinds:
                 during_progress.append((kind, during))
         stop.set()
@@ -154,7 +146,7 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, m
         try:
             d = lc.wait_agree(timeout=30)
             results.append((True, "%d nodes: applied logs agree (applied %s)" % (n, list(d.values())[0][0]), ""))
-        except AssertionError as e:
+        except AssertionError:
             results.append((False, "%d nodes: applied logs agree" % n, str(lc.digests())))
         crashes = []
         for i in range(1, n + 1):

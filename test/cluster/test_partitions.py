@@ -56,7 +56,6 @@ class NetClockFaults:
         self.lc = lc
         self.n = len(lc.nodes)
         self.clock_dir = clock_dir
-        self.log = []
         self.skews = []
 
     def clock_file(self, i):
@@ -89,7 +88,6 @@ class NetClockFaults:
                 cut = components_cut([set(nodes[:half + 1]), set(nodes[half:])], n)
                 assert all(bridge not in p for p in cut)
             self.lc.proxies.partition(cut)
-            self.log.append((kind, sorted(tuple(sorted(p)) for p in cut)))
             time.sleep(window)
             self.lc.proxies.heal()
             return True
@@ -100,7 +98,6 @@ class NetClockFaults:
                 offs = {leader: 60 if kind == "clock-jump-forward" else -60}
             for i, o in offs.items():
                 self.set_clock(i, o)
-            self.log.append((kind, offs))
             time.sleep(2.5)               # the offset file is re-read after a second or two
             self.measure(kind, offs)
             time.sleep(max(0.5, window - 1.5))
@@ -147,7 +144,6 @@ def make_cluster(n):
                 "FAKETIME_CACHE_DURATION": "1",
                 "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
     lc = ProxiedCluster("part%d" % n, n, test_faults.CONF, node_env=env)
-    lc.clock_dir = clock_dir
     faults = NetClockFaults(lc, clock_dir)
     for i in range(1, n + 1):
         faults.set_clock(i, 0)

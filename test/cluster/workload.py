@@ -38,6 +38,14 @@ class History:
             self.events.append({"process": process, "type": type_, "f": f, "key": key,
                                 "value": value, "time": round(time.monotonic() - self.t0, 6)})
 
+    def first_ok_after(self, t, fs):
+        """Seconds from t to the first completion `ok` of an operation in
+        fs after t, or None."""
+        with self._lock:
+            times = [e["time"] for e in self.events
+                     if e["type"] == "ok" and e["f"] in fs and e["time"] > t]
+        return min(times) - t if times else None
+
     def count(self, type_=None, f=None):
         with self._lock:
             return sum(1 for e in self.events
@@ -88,7 +96,7 @@ class RegisterClient(threading.Thread):
         self.history.add(p, "invoke", f, key, value if f != "read" else None)
         try:
             conn = self._conn()
-        except Exception as e:
+        except Exception:
             # Not connected: the call was never sent.
             self.history.add(p, "fail", f, key, None)
             self.errors["connect"] = self.errors.get("connect", 0) + 1

@@ -47,8 +47,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "cluster
 
 import psycopg                                    # noqa: E402
 import benchlib as B                              # noqa: E402
-from benchlib import (H, env_num, env_list, log, problem, warn, cpu_busy,  # noqa: E402
-                      busy_note, percentile, median_of)
+from benchlib import (H, env_num, env_list, log, problem, cpu_busy,  # noqa: E402
+                      busy_note, percentile)
 from localcluster import LocalCluster             # noqa: E402
 
 SECS = max(1, env_num("BENCH_SECS", 10, int))
