@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "commands/async.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -41,6 +42,7 @@
 #include "utils/timestamp.h"
 
 #include "bus/cluster.h"
+#include "extension/cluster_api.h"
 #include "extension/svcbus.h"
 
 PGDLLEXPORT void svcbus_paxos_worker_main(Datum main_arg);
@@ -54,13 +56,21 @@ PGDLLEXPORT void svcbus_paxos_worker_main(Datum main_arg);
 #define REQUEST_TIMEOUT_MS  3000
 #define RECONNECT_MS        200
 #define APPLY_CHUNK         256
+#define RECOVER_WINDOW      256         /* slots per recovery read */
+#define SAVE_SEEN_MS        1000        /* how often what we saw of peers is saved */
 
 typedef enum ReqKind
 {
     REQ_PREPARE = 1,
     REQ_ACCEPT,
-    REQ_FORWARD
+    REQ_FORWARD,
+    REQ_RECOVER
 } ReqKind;
+
+/* Reply states of prepare and accept (extension/cluster_acceptor.c). */
+#define ID_OK           0
+#define ID_RECOVERING   1
+#define ID_CALLER_LOST  2
 
 typedef struct Outstanding
 {
@@ -75,6 +85,12 @@ typedef struct Outstanding
     int64       promised;
     int64       match;
     int         forwarded;          /* forward: reply value */
+    int         state;              /* prepare/accept: ID_* */
+    int64       sysid;              /* prepare/accept: the peer's identity */
+    int64       inc;                /* (recover: its latest incarnation of us) */
+    int64       lsn;
+    int64       you[3];             /* what the peer saw of us: sysid, inc, lsn */
+    int64       max_slot;           /* recover: the peer's highest slot */
     char       *entries;            /* prepare: raw bytes (palloc'd in TopMemoryContext) */
     size_t      entries_len;
 } Outstanding;
@@ -109,6 +125,9 @@ typedef struct Peer
     int64       commit_sent;        /* commit index last sent to it */
     /* candidate */
     bool        promised;
+    /* recovering: this window asked / answered */
+    bool        rec_asked;
+    bool        rec_done;
 } Peer;
 
 /* Leader's proposals: slots (mem_lo .. last], values by slot - mem_lo - 1. */
@@ -168,6 +187,18 @@ static int64 n_commands = 0;
 static int64 n_forwarded = 0;
 static int64 n_forward_dropped = 0;     /* forwards lost with their connection */
 static int64 n_elections = 0;
+static int64 n_recoveries = 0;
+
+/* recovering: the window of slots being read from every other member */
+static bool rec_active = false;
+static int64 rec_from = 0;
+static int64 rec_target = -1;       /* highest slot any member had when asked first */
+static int64 rec_window_max = 0;
+static int64 rec_ballot = 0;        /* the recovery's own phase-1 ballot */
+static int64 rec_label_max = 0;     /* highest ballot among the values read */
+static int64 rec_inc = 0;           /* highest incarnation of ours any member saw */
+static TimestampTz rec_started = 0;
+static TimestampTz seen_saved_at = 0;
 
 static int64
 mono_ms(void)
@@ -219,10 +250,14 @@ update_detail(void)
     commit = cs->commit;
     LWLockRelease(cs->lock);
     snprintf(buf, sizeof(buf),
-             "%s, ballot %lld, commit %lld, applied %lld, batches %lld, commands %lld, forwarded %lld (%lld lost with a connection), elections %lld",
+             "%s, ballot %lld, commit %lld, applied %lld, batches %lld, commands %lld, forwarded %lld (%lld lost with a connection), elections %lld, recoveries %lld",
              svcbus_cluster_role_name(role), (long long) my_ballot, (long long) commit,
              (long long) applied, (long long) n_batches, (long long) n_commands,
-             (long long) n_forwarded, (long long) n_forward_dropped, (long long) n_elections);
+             (long long) n_forwarded, (long long) n_forward_dropped, (long long) n_elections,
+             (long long) n_recoveries);
+    if (role == SVCBUS_ROLE_RECOVERING && rec_active)
+        snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "; reading slot %lld of %lld from the others",
+                 (long long) rec_from, (long long) rec_target);
     svcbus_worker_set_detail(buf);
 }
 
@@ -262,6 +297,8 @@ peer_drop(Peer *p, const char *why)
             fwd_count = 0;
             n_forward_dropped++;
         }
+        if (o->kind == REQ_RECOVER && o->last_slot == rec_from)
+            p->rec_asked = false;   /* ask again when it is back */
         if (o->entries)
             pfree(o->entries);
         o->entries = NULL;
@@ -378,17 +415,74 @@ get_le64(const uint8 *p)
     return (int64) v;
 }
 
+/*
+ * The identity arguments of prepare and accept: this node's system
+ * identifier and flushed WAL position, and what it saw of p's (nothing of
+ * itself).
+ */
+typedef struct IdentArgs
+{
+    char        v[6][32];
+} IdentArgs;
+
+static void
+ident_args(Peer *p, IdentArgs *a)
+{
+    int64       sysid, lsn, inc, seen_sysid = 0, seen_inc = 0, seen_lsn = 0;
+    int         i = svcbus_paxos_peer_index(cs, p->id);
+
+    svcbus_paxos_identity(&sysid, &lsn);
+    LWLockAcquire(cs->lock, LW_SHARED);
+    inc = cs->incarnation;
+    if (p->id != me && i >= 0)
+    {
+        seen_sysid = cs->peers[i].seen_sysid;
+        seen_inc = cs->peers[i].seen_inc;
+        seen_lsn = cs->peers[i].seen_lsn;
+    }
+    LWLockRelease(cs->lock);
+    snprintf(a->v[0], 32, INT64_FORMAT, sysid);
+    snprintf(a->v[1], 32, INT64_FORMAT, inc);
+    snprintf(a->v[2], 32, INT64_FORMAT, lsn);
+    snprintf(a->v[3], 32, INT64_FORMAT, seen_sysid);
+    snprintf(a->v[4], 32, INT64_FORMAT, seen_inc);
+    snprintf(a->v[5], 32, INT64_FORMAT, seen_lsn);
+}
+
 static void
 send_prepare(Peer *p, TimestampTz now)
 {
     char        b[32], f[32];
-    const char *vals[2] = {b, f};
+    IdentArgs   id;
+    const char *vals[8] = {b, f, id.v[0], id.v[1], id.v[2], id.v[3], id.v[4], id.v[5]};
 
+    ident_args(p, &id);
     snprintf(b, sizeof(b), INT64_FORMAT, my_ballot);
     snprintf(f, sizeof(f), INT64_FORMAT, prep_from);
-    if (peer_send(p, "SELECT ok, promised, match, entries FROM svcbus._paxos_prepare($1, $2)",
-                  2, vals, NULL, NULL))
+    if (peer_send(p, "SELECT ok, promised, match, entries, state, sysid, inc, lsn,"
+                  " your_sysid, your_inc, your_lsn"
+                  " FROM svcbus._paxos_prepare($1, $2, $3, $4, $5, $6, $7, $8)",
+                  8, vals, NULL, NULL))
         peer_push(p, REQ_PREPARE, my_ballot, 0, now);
+}
+
+/* Recovering: ask p for its promise and accepted values in the window. */
+static void
+send_recover(Peer *p, TimestampTz now)
+{
+    char        b[32], f[32], t[32], m[32];
+    const char *vals[5] = {b, f, t, m, rec_target < 0 ? "true" : "false"};
+
+    snprintf(b, sizeof(b), INT64_FORMAT, rec_ballot);
+    snprintf(f, sizeof(f), INT64_FORMAT, rec_from);
+    snprintf(t, sizeof(t), INT64_FORMAT, rec_from + RECOVER_WINDOW - 1);
+    snprintf(m, sizeof(m), "%d", me);
+    if (peer_send(p, "SELECT ok, promised, max_slot, entries, seen_inc FROM svcbus._paxos_recover($1, $2, $3, $4, $5)",
+                  5, vals, NULL, NULL))
+    {
+        peer_push(p, REQ_RECOVER, rec_ballot, rec_from, now);
+        p->rec_asked = true;
+    }
 }
 
 /* Fill `entries` with slots from..to read from this node's own log table. */
@@ -434,9 +528,10 @@ send_accept(Peer *p, TimestampTz now, bool heartbeat_only)
 {
     StringInfoData entries;
     char        b[32], c[32];
-    const char *vals[3];
-    int         lens[3] = {0, 0, 0};
-    int         fmts[3] = {0, 1, 0};
+    IdentArgs   id;
+    const char *vals[9];
+    int         lens[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+    int         fmts[9] = {0, 1, 0, 0, 0, 0, 0, 0, 0};
     int64       upto = p->next - 1;
 
     initStringInfo(&entries);
@@ -477,8 +572,13 @@ send_accept(Peer *p, TimestampTz now, bool heartbeat_only)
     vals[1] = entries.data;
     lens[1] = entries.len;
     vals[2] = c;
-    if (peer_send(p, "SELECT ok, promised, match, entries FROM svcbus._paxos_accept($1, $2, $3)",
-                  3, vals, lens, fmts))
+    ident_args(p, &id);
+    for (int k = 0; k < 6; k++)
+        vals[3 + k] = id.v[k];
+    if (peer_send(p, "SELECT ok, promised, match, entries, state, sysid, inc, lsn,"
+                  " your_sysid, your_inc, your_lsn"
+                  " FROM svcbus._paxos_accept($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                  9, vals, lens, fmts))
     {
         peer_push(p, REQ_ACCEPT, my_ballot, entries.len > 0 ? upto : 0, now);
         p->commit_sent = commit_idx;
@@ -500,6 +600,15 @@ send_forward(Peer *p, TimestampTz now)
         peer_push(p, REQ_FORWARD, 0, 0, now);
         fwd_inflight = true;
     }
+}
+
+/* After a synchronous commit: its end is flushed; make it this server's identity. */
+static void
+note_durable_end(void)
+{
+    int64       sysid, lsn;
+
+    svcbus_paxos_identity(&sysid, &lsn);
 }
 
 /* ---------------------------------------------------------------------
@@ -542,8 +651,35 @@ peer_read(Peer *p, TimestampTz now)
                     o->have_result = true;
                     if (o->kind == REQ_FORWARD)
                         o->forwarded = atoi(PQgetvalue(r, 0, 0));
+                    else if (o->kind == REQ_RECOVER)
+                    {
+                        size_t      n;
+                        unsigned char *raw;
+
+                        o->ok = PQgetvalue(r, 0, 0)[0] == 't';
+                        o->promised = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+                        o->max_slot = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+                        o->inc = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+                        raw = PQgetisnull(r, 0, 3) ? NULL :
+                            PQunescapeBytea((unsigned char *) PQgetvalue(r, 0, 3), &n);
+                        if (raw)
+                        {
+                            o->entries = MemoryContextAlloc(TopMemoryContext, Max(n, 1));
+                            memcpy(o->entries, raw, n);
+                            o->entries_len = n;
+                            PQfreemem(raw);
+                        }
+                        else if (!PQgetisnull(r, 0, 3))
+                            o->failed = true;
+                    }
                     else
                     {
+                        o->state = atoi(PQgetvalue(r, 0, 4));
+                        o->sysid = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
+                        o->inc = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
+                        o->lsn = strtoll(PQgetvalue(r, 0, 7), NULL, 10);
+                        for (int k = 0; k < 3; k++)
+                            o->you[k] = strtoll(PQgetvalue(r, 0, 8 + k), NULL, 10);
                         o->ok = PQgetvalue(r, 0, 0)[0] == 't';
                         o->promised = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
                         o->match = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
@@ -808,9 +944,72 @@ advance_commit(void)
     }
 }
 
+/* Keep the highest-ballot value per slot >= from of a promise's entries. */
+static void
+merge_entries(const Outstanding *o, int64 from)
+{
+    size_t      off = 0;
+    const uint8 *e = (const uint8 *) o->entries;
+
+    while (e != NULL && off + 20 <= o->entries_len)
+    {
+        int64       slot = get_le64(e + off);
+        int64       ballot = get_le64(e + off + 8);
+        uint32      len = (uint32) e[off + 16] | ((uint32) e[off + 17] << 8) |
+            ((uint32) e[off + 18] << 16) | ((uint32) e[off + 19] << 24);
+
+        if (len > o->entries_len - off - 20)
+            break;
+        if (slot >= from && svcbus_batch_validate(e + off + 20, len, NULL, NULL))
+            recovered_add(slot, ballot, (const char *) e + off + 20, len);
+        off += 20 + len;
+    }
+}
+
+static void mark_lost(void);
+
+/*
+ * Did a peer see a later state of this node than it has now: a later
+ * incarnation, another system, or WAL beyond what this server has flushed?
+ * What a peer saw of an older incarnation was before our last recovery.
+ */
+static bool
+behind_what_peer_saw(const int64 *you)
+{
+    int64       inc;
+
+    if (you[0] == 0)
+        return false;
+    LWLockAcquire(cs->lock, LW_SHARED);
+    inc = cs->incarnation;
+    LWLockRelease(cs->lock);
+    if (you[1] < inc)
+        return false;
+    return you[1] > inc || you[0] != (int64) GetSystemIdentifier() ||
+        you[2] > (int64) GetFlushRecPtr(NULL);
+}
+
 static void
 on_reply(Peer *p, Outstanding *o, TimestampTz now)
 {
+    if (o->kind == REQ_RECOVER)
+    {
+        if (role != SVCBUS_ROLE_RECOVERING || !rec_active || o->ballot != rec_ballot ||
+            o->last_slot != rec_from || p->rec_done)
+            return;             /* an answer to an older window or attempt */
+        if (!o->ok)
+        {
+            /* A higher promise: start over with a ballot above it. */
+            seen_ballot(o->promised);
+            rec_active = false;
+            return;
+        }
+        merge_entries(o, rec_from);
+        rec_window_max = Max(rec_window_max, o->max_slot);
+        rec_inc = Max(rec_inc, o->inc);
+        p->rec_done = true;
+        return;
+    }
     if (o->kind == REQ_FORWARD)
     {
         fwd_inflight = false;
@@ -822,6 +1021,16 @@ on_reply(Peer *p, Outstanding *o, TimestampTz now)
         }
         return;
     }
+    if (o->state == ID_CALLER_LOST || (p->id != me && behind_what_peer_saw(o->you)))
+    {
+        /* A peer saw more of this node than it has now. */
+        if (role != SVCBUS_ROLE_RECOVERING)
+            mark_lost();
+        return;
+    }
+    if (o->state != ID_OK)
+        return;                 /* p is recovering: no vote */
+    svcbus_paxos_saw(cs, p->id, o->sysid, o->inc, o->lsn);
     if (!o->ok)
     {
         seen_ballot(o->promised);
@@ -835,22 +1044,7 @@ on_reply(Peer *p, Outstanding *o, TimestampTz now)
 
     if (o->kind == REQ_PREPARE && role == SVCBUS_ROLE_CANDIDATE && !p->promised)
     {
-        size_t      off = 0;
-        const uint8 *e = (const uint8 *) o->entries;
-
-        while (e != NULL && off + 20 <= o->entries_len)
-        {
-            int64       slot = get_le64(e + off);
-            int64       ballot = get_le64(e + off + 8);
-            uint32      len = (uint32) e[off + 16] | ((uint32) e[off + 17] << 8) |
-                ((uint32) e[off + 18] << 16) | ((uint32) e[off + 19] << 24);
-
-            if (len > o->entries_len - off - 20)
-                break;
-            if (slot >= prep_from && svcbus_batch_validate(e + off + 20, len, NULL, NULL))
-                recovered_add(slot, ballot, (const char *) e + off + 20, len);
-            off += 20 + len;
-        }
+        merge_entries(o, prep_from);
         p->promised = true;
         npromises++;
         if (npromises >= quorum)
@@ -913,6 +1107,7 @@ own_promise(void)
     SPI_finish();
     PopActiveSnapshot();
     CommitTransactionCommand();     /* synchronous: flushed before we go on */
+    note_durable_end();
     MemoryContextSwitchTo(loop_cxt);
 
     LWLockAcquire(cs->lock, LW_EXCLUSIVE);
@@ -1052,6 +1247,272 @@ follower_forward(TimestampTz now)
     for (int i = 0; i < npeers; i++)
         if (peers[i].id == leader && peer_can_send(&peers[i]))
             send_forward(&peers[i], now);
+}
+
+/* ---------------------------------------------------------------------
+ * Lost state (bus/README-paxos.md, "Lost state")
+ */
+
+/* A peer found this node behind what it saw of it: stop voting, durably. */
+static void
+mark_lost(void)
+{
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
+    if (SPI_execute("UPDATE svcbus_internal.paxos_acceptor SET recovering = true WHERE id = 1",
+                    false, 0) != SPI_OK_UPDATE)
+        elog(ERROR, "svcbus paxos: could not mark this node recovering");
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    note_durable_end();
+    MemoryContextSwitchTo(loop_cxt);
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    cs->recovering = true;
+    LWLockRelease(cs->lock);
+    elog(LOG, "svcbus paxos: node %d has lost acknowledged state (a peer saw more of it);"
+         " it stops voting and recovers from its peers", me);
+}
+
+/* Store a window's merged values: a value replaces ours only if its ballot is higher. */
+static void
+recovery_store(void)
+{
+    Oid         types[3] = {INT8OID, INT8OID, BYTEAOID};
+    SPIPlanPtr  plan;
+
+    if (nrecovered == 0)
+        return;
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
+    plan = SPI_prepare("INSERT INTO svcbus_internal.paxos_log AS l (slot, ballot, value)"
+                       " VALUES ($1, $2, $3) ON CONFLICT (slot) DO UPDATE"
+                       " SET ballot = EXCLUDED.ballot, value = EXCLUDED.value"
+                       " WHERE l.ballot < EXCLUDED.ballot", 3, types);
+    if (plan == NULL)
+        elog(ERROR, "svcbus paxos: could not prepare the recovery insert");
+    for (int i = 0; i < nrecovered; i++)
+    {
+        bytea      *v = (bytea *) palloc(VARHDRSZ + recovered[i].len);
+        Datum       vals[3];
+
+        /*
+         * A value accepted before a member promised our ballot is what our
+         * phase 1 found: we accept it at our ballot, as a leader would
+         * propose it.  One accepted later, at a higher ballot, is a copy
+         * of that leader's accept.
+         */
+        SET_VARSIZE(v, VARHDRSZ + recovered[i].len);
+        memcpy(VARDATA(v), recovered[i].data, recovered[i].len);
+        vals[0] = Int64GetDatum(recovered[i].slot);
+        vals[1] = Int64GetDatum(Max(recovered[i].ballot, rec_ballot));
+        rec_label_max = Max(rec_label_max, recovered[i].ballot);
+        vals[2] = PointerGetDatum(v);
+        if (SPI_execute_plan(plan, vals, NULL, false, 0) < 0)
+            elog(ERROR, "svcbus paxos: could not store a recovered value");
+        pfree(v);
+    }
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    note_durable_end();
+    MemoryContextSwitchTo(loop_cxt);
+}
+
+/* Every window read: promise our ballot (or the highest value read), vote again. */
+static void
+recovery_finish(TimestampTz now)
+{
+    Oid         types[2] = {INT8OID, INT8OID};
+    Datum       vals[2];
+    int64       inc;
+
+    LWLockAcquire(cs->lock, LW_SHARED);
+    inc = Max(cs->incarnation, rec_inc) + 1;
+    LWLockRelease(cs->lock);
+    vals[0] = Int64GetDatum(Max(rec_ballot, rec_label_max));
+    vals[1] = Int64GetDatum(inc);
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
+    /*
+     * A new incarnation, above any of ours a member saw: what peers expect
+     * of an older one was sent before this recovery and no longer counts.
+     */
+    if (SPI_execute_with_args("UPDATE svcbus_internal.paxos_acceptor"
+                              " SET promised = GREATEST(promised, $1), recovering = false,"
+                              " incarnation = $2 WHERE id = 1",
+                              2, types, vals, NULL, false, 0) != SPI_OK_UPDATE)
+        elog(ERROR, "svcbus paxos: could not end this node's recovery");
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    note_durable_end();
+    MemoryContextSwitchTo(loop_cxt);
+
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    cs->recovering = false;
+    cs->incarnation = inc;
+    if (Max(rec_ballot, rec_label_max) > cs->promised)
+        cs->promised = Max(rec_ballot, rec_label_max);
+    cs->recoveries = ++n_recoveries;
+    LWLockRelease(cs->lock);
+    seen_ballot(Max(rec_ballot, rec_label_max));
+    elog(LOG, "svcbus paxos: node %d recovered from every other member up to slot " INT64_FORMAT
+         " in %ld ms (ballot " INT64_FORMAT ", incarnation " INT64_FORMAT "); it votes again",
+         me, rec_target, (long) (now - rec_started) / 1000, rec_ballot, inc);
+    rec_active = false;
+    recovered_clear();
+    role = SVCBUS_ROLE_FOLLOWER;
+    election_deadline = TimestampTzPlusMilliseconds(now, random_election_ms());
+}
+
+/*
+ * Recovering: phase 1 at a ballot of our own on every other member
+ * (svcbus._paxos_recover), window by window, from our applied index up to
+ * the highest slot any of them had when first asked; keep the
+ * highest-ballot value per slot and accept it ourselves (recovery_store).
+ * Once every other member has promised our ballot, no ballot below it can
+ * gather a quorum again, so no acknowledgement we gave before we lost
+ * state can still count towards choosing a value we do not now hold; every
+ * value chosen before is held by another member of the quorum that chose
+ * it; every ballot we may have promised is at most the promise of the
+ * member that proposed it (it promised its ballot to itself first), hence
+ * below ours.  Needs every other member (bus/README-paxos.md, "Lost state").
+ */
+static void
+recovery_drive(TimestampTz now)
+{
+    int         others = 0, done = 0;
+
+    if (!rec_active)
+    {
+        LWLockAcquire(cs->lock, LW_SHARED);
+        rec_from = cs->applied + 1;
+        LWLockRelease(cs->lock);
+        rec_active = true;
+        rec_target = -1;
+        rec_window_max = 0;
+        rec_label_max = 0;
+        rec_inc = 0;
+        rec_started = now;
+        /* Our own ballot, durable on our acceptor first, as a candidate's. */
+        rec_ballot = own_promise();
+        recovered_clear();
+        for (int i = 0; i < npeers; i++)
+            peers[i].rec_asked = peers[i].rec_done = false;
+        elog(LOG, "svcbus paxos: node %d recovering from slot " INT64_FORMAT, me, rec_from);
+    }
+    for (int i = 0; i < npeers; i++)
+    {
+        Peer       *p = &peers[i];
+
+        if (p->id == me)
+            continue;
+        others++;
+        if (p->rec_done)
+            done++;
+        else if (!p->rec_asked && peer_can_send(p) && p->qlen == 0)
+            send_recover(p, now);
+    }
+    if (done < others)
+        return;
+    recovery_store();
+    recovered_clear();
+    if (rec_target < 0)
+        rec_target = rec_window_max;
+    rec_from += RECOVER_WINDOW;
+    for (int i = 0; i < npeers; i++)
+        peers[i].rec_asked = peers[i].rec_done = false;
+    if (rec_from > rec_target)
+        recovery_finish(now);
+}
+
+/* Save what this node saw of its peers (a lower bound: asynchronous commit). */
+static void
+save_seen(TimestampTz now)
+{
+    int64       ids[SVCBUS_CLUSTER_MAX_NODES], sys[SVCBUS_CLUSTER_MAX_NODES],
+                incs[SVCBUS_CLUSTER_MAX_NODES], lsn[SVCBUS_CLUSTER_MAX_NODES];
+    int         n = 0;
+    bool        dirty;
+
+    if (!TimestampDifferenceExceeds(seen_saved_at, now, SAVE_SEEN_MS))
+        return;
+    seen_saved_at = now;
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    dirty = cs->seen_dirty;
+    cs->seen_dirty = false;
+    for (int i = 0; dirty && i < npeers; i++)
+        if (cs->peers[i].seen_sysid != 0)
+        {
+            ids[n] = cs->peers[i].id;
+            sys[n] = cs->peers[i].seen_sysid;
+            incs[n] = cs->peers[i].seen_inc;
+            lsn[n] = cs->peers[i].seen_lsn;
+            n++;
+        }
+    LWLockRelease(cs->lock);
+    if (n == 0)
+        return;
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
+    for (int i = 0; i < n; i++)
+    {
+        Oid         types[4] = {INT4OID, INT8OID, INT8OID, INT8OID};
+        Datum       vals[4] = {Int32GetDatum((int32) ids[i]), Int64GetDatum(sys[i]),
+                               Int64GetDatum(incs[i]), Int64GetDatum(lsn[i])};
+
+        if (SPI_execute_with_args("INSERT INTO svcbus_internal.paxos_peers AS p (node, sysid, inc, lsn)"
+                                  " VALUES ($1, $2, $3, $4) ON CONFLICT (node) DO UPDATE"
+                                  " SET sysid = EXCLUDED.sysid, inc = EXCLUDED.inc, lsn = EXCLUDED.lsn",
+                                  4, types, vals, NULL, false, 0) != SPI_OK_INSERT)
+            elog(ERROR, "svcbus paxos: could not save what this node saw of its peers");
+    }
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    MemoryContextSwitchTo(loop_cxt);
+}
+
+/* At start: the durable recovering mark, and what we saw of the peers. */
+static void
+load_lost_state(void)
+{
+    bool        recovering = false;
+    int64       inc = 0;
+
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    if (SPI_execute("SELECT recovering, incarnation FROM svcbus_internal.paxos_acceptor WHERE id = 1",
+                    true, 1) == SPI_OK_SELECT && SPI_processed == 1)
+    {
+        bool        isnull;
+        Datum       d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+        recovering = !isnull && DatumGetBool(d);
+        d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+        inc = isnull ? 0 : DatumGetInt64(d);
+    }
+    svcbus_paxos_load_seen(cs);
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    MemoryContextSwitchTo(loop_cxt);
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    if (recovering)
+        cs->recovering = true;
+    cs->incarnation = inc;
+    n_recoveries = cs->recoveries;
+    LWLockRelease(cs->lock);
 }
 
 /* ---------------------------------------------------------------------
@@ -1300,6 +1761,7 @@ svcbus_paxos_worker_main(Datum main_arg)
     loop_cxt = AllocSetContextCreate(TopMemoryContext, "svcbus paxos loop", ALLOCSET_DEFAULT_SIZES);
     MemoryContextSwitchTo(loop_cxt);
     learner_replay();
+    load_lost_state();
 
     LWLockAcquire(cs->lock, LW_EXCLUSIVE);
     cs->worker_procno = MyProc->pgprocno;
@@ -1325,8 +1787,29 @@ svcbus_paxos_worker_main(Datum main_arg)
             peer_read(&peers[i], now);
         }
 
+        {
+            bool        recovering;
+
+            LWLockAcquire(cs->lock, LW_SHARED);
+            recovering = cs->recovering;
+            LWLockRelease(cs->lock);
+            if (recovering && role != SVCBUS_ROLE_RECOVERING)
+            {
+                if (role != SVCBUS_ROLE_FOLLOWER)
+                    become_follower(my_ballot);
+                role = SVCBUS_ROLE_RECOVERING;
+                rec_active = false;
+            }
+        }
+
         if (role == SVCBUS_ROLE_LEADER)
             leader_drive(now);
+        else if (role == SVCBUS_ROLE_RECOVERING)
+        {
+            recovery_drive(now);
+            if (role == SVCBUS_ROLE_RECOVERING)
+                follower_forward(now);
+        }
         else
         {
             TimestampTz contact;
@@ -1350,6 +1833,7 @@ svcbus_paxos_worker_main(Datum main_arg)
                 follower_forward(now);
         }
 
+        save_seen(now);
         more = learner_apply(false, 0);
         if (more)
             timeout = 0;

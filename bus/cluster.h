@@ -49,7 +49,7 @@ typedef enum SvcbusClusterRole
     SVCBUS_ROLE_FOLLOWER,
     SVCBUS_ROLE_CANDIDATE,
     SVCBUS_ROLE_LEADER,
-    SVCBUS_ROLE_CATCHING_UP         /* restarted with lost state: not voting (later) */
+    SVCBUS_ROLE_RECOVERING          /* lost acknowledged state: not voting */
 } SvcbusClusterRole;
 
 typedef enum SvcbusReqState
@@ -73,6 +73,9 @@ typedef struct SvcbusClusterPeer
     bool        connected;          /* lock: worker's connection is up */
     int64       match;              /* lock: leader's view of its match */
     TimestampTz last_reply;         /* lock: last reply the worker got from it */
+    int64       seen_sysid;         /* lock: its system identifier, 0 = not known */
+    int64       seen_inc;           /* lock: its incarnation (recoveries it completed) */
+    int64       seen_lsn;           /* lock: highest durable WAL position it reported */
 } SvcbusClusterPeer;
 
 typedef struct SvcbusClusterShared
@@ -90,6 +93,12 @@ typedef struct SvcbusClusterShared
     int64       match_ballot;       /* lock: ballot `match` refers to */
     int64       match;              /* lock: contiguous accepted at match_ballot */
     TimestampTz last_contact;       /* lock: last accept from a current leader */
+    bool        recovering;         /* lock: lost state, not voting (durable in the acceptor row) */
+    bool        seen_loaded;        /* lock: peers[].seen_* loaded from paxos_peers */
+    bool        seen_dirty;         /* lock: peers[].seen_* changed since saved */
+    int64       recoveries;         /* lock: recoveries completed since start */
+    int64       incarnation;        /* lock: this node's (durable in the acceptor row) */
+    int64       durable_end;        /* lock: highest commit end seen flushed (identity) */
 
     /* learner */
     int64       applied;            /* lock: last applied slot */

@@ -332,8 +332,8 @@ svcbus_cluster_role_name(int role)
             return "candidate";
         case SVCBUS_ROLE_LEADER:
             return "leader";
-        case SVCBUS_ROLE_CATCHING_UP:
-            return "catching up";
+        case SVCBUS_ROLE_RECOVERING:
+            return "recovering";
         default:
             return "off";
     }

@@ -17,9 +17,19 @@
  * What the acceptor learns (latest leader ballot, its commit index, the
  * contiguous match) is published to shared memory by a commit callback, so
  * nothing uncommitted is ever published.  See bus/README-paxos.md.
+ *
+ * Lost state: every prepare and accept carries the caller's identity (its
+ * system identifier, incarnation and durable WAL position) and what the
+ * caller has seen of this node's; the reply carries this node's and what
+ * it saw of the caller's.  A node that finds itself behind what a peer saw
+ * of it was restored from an old copy or emptied: it marks itself
+ * recovering (durably) and stops voting; svcbus._paxos_recover, a phase 1
+ * at a ballot of its own, serves its recovery.  See bus/README-paxos.md,
+ * "Lost state".
  */
 #include "postgres.h"
 
+#include "access/xlog.h"
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -32,11 +42,13 @@
 #include "utils/timestamp.h"
 
 #include "bus/cluster.h"
+#include "extension/cluster_api.h"
 #include "extension/svcbus.h"
 
 PG_FUNCTION_INFO_V1(svcbus_paxos_prepare);
 PG_FUNCTION_INFO_V1(svcbus_paxos_accept);
 PG_FUNCTION_INFO_V1(svcbus_paxos_forward);
+PG_FUNCTION_INFO_V1(svcbus_paxos_recover);
 
 /* What this transaction will publish if it commits. */
 typedef struct PendingPublish
@@ -47,6 +59,8 @@ typedef struct PendingPublish
     int64       ballot;
     int64       commit;
     int64       match;
+    bool        contact_only;       /* recovering: a leader's contact, no vote */
+    bool        lost;               /* this node found it lost state */
 } PendingPublish;
 
 static PendingPublish pending;
@@ -62,11 +76,33 @@ publish_at_commit(XactEvent event, void *arg)
     if (event == XACT_EVENT_COMMIT && c != NULL)
     {
         TimestampTz now = GetCurrentTimestamp();
+        int64       sysid, lsn;
+
+        /* A synchronous commit: its end is flushed now; remember it. */
+        svcbus_paxos_identity(&sysid, &lsn);
 
         LWLockAcquire(c->lock, LW_EXCLUSIVE);
         if (pending.promised > c->promised)
             c->promised = pending.promised;
-        if (pending.accepted)
+        if (pending.lost)
+            c->recovering = true;
+        if (pending.contact_only)
+        {
+            /* A recovering node still learns who leads (it forwards to it). */
+            if (pending.ballot > c->leader_ballot)
+            {
+                c->leader_ballot = pending.ballot;
+                c->commit = pending.commit;
+            }
+            else if (pending.ballot == c->leader_ballot && pending.commit > c->commit)
+                c->commit = pending.commit;
+            if (pending.ballot >= c->leader_ballot)
+            {
+                c->last_contact = now;
+                c->leader = (int32) (pending.ballot % 256);
+            }
+        }
+        else if (pending.accepted)
         {
             if (pending.ballot > c->leader_ballot)
             {
@@ -117,16 +153,217 @@ require_member(void)
 
 /* Lock the acceptor row; return the durable promised ballot. */
 static int64
-lock_promised(void)
+lock_promised(bool *recovering, int64 *incarnation)
 {
     bool        isnull;
     Datum       d;
 
-    if (SPI_execute("SELECT promised FROM svcbus_internal.paxos_acceptor WHERE id = 1 FOR UPDATE",
-                    false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+    if (SPI_execute("SELECT promised, recovering, incarnation FROM svcbus_internal.paxos_acceptor"
+                    " WHERE id = 1 FOR UPDATE", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
         elog(ERROR, "svcbus: paxos acceptor row is missing");
+    d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+    *recovering = !isnull && DatumGetBool(d);
+    d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
+    *incarnation = isnull ? 0 : DatumGetInt64(d);
     d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
     return isnull ? 0 : DatumGetInt64(d);
+}
+
+/* ---------------------------------------------------------------------
+ * Identities: what a node has seen of its peers' durable state
+ */
+
+/*
+ * The node's durable WAL position as peers are told it: the highest end of
+ * a commit record that some process of this server wrote and then saw
+ * flushed (SvcbusClusterShared.durable_end).  Never the flush pointer
+ * itself: it can stop in the middle of a record, which crash recovery
+ * discards, so a node that only crashed would seem to go back.  A whole
+ * record that was flushed survives a crash, and WAL written after the
+ * restart lies beyond it.  One value per server, so the reports of its
+ * processes compare with each other.
+ */
+void
+svcbus_paxos_identity(int64 *sysid, int64 *lsn)
+{
+    SvcbusClusterShared *c = svcbus_cluster();
+    XLogRecPtr  flushed = GetFlushRecPtr(NULL);
+    XLogRecPtr  end = XactLastCommitEnd;
+
+    *sysid = (int64) GetSystemIdentifier();
+    LWLockAcquire(c->lock, LW_EXCLUSIVE);
+    if (end != InvalidXLogRecPtr && end <= flushed && (int64) end > c->durable_end)
+        c->durable_end = (int64) end;
+    *lsn = c->durable_end;
+    LWLockRelease(c->lock);
+}
+
+int
+svcbus_paxos_peer_index(SvcbusClusterShared *c, int64 id)
+{
+    for (int i = 0; i < c->npeers; i++)
+        if (c->peers[i].id == id)
+            return i;
+    return -1;
+}
+
+/*
+ * Fill peers[].seen_* from svcbus_internal.paxos_peers, once per life of
+ * the shared memory; what was learned since start wins.  SPI connected.
+ */
+void
+svcbus_paxos_load_seen(SvcbusClusterShared *c)
+{
+    bool        loaded;
+
+    LWLockAcquire(c->lock, LW_SHARED);
+    loaded = c->seen_loaded;
+    LWLockRelease(c->lock);
+    if (loaded)
+        return;
+    if (SPI_execute("SELECT node, sysid, inc, lsn FROM svcbus_internal.paxos_peers", true, 0) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus: could not read what this node saw of its peers");
+    LWLockAcquire(c->lock, LW_EXCLUSIVE);
+    if (!c->seen_loaded)
+    {
+        for (uint64 r = 0; r < SPI_processed; r++)
+        {
+            bool        isnull;
+            HeapTuple   t = SPI_tuptable->vals[r];
+            TupleDesc   d = SPI_tuptable->tupdesc;
+            int         i = svcbus_paxos_peer_index(c, DatumGetInt32(SPI_getbinval(t, d, 1, &isnull)));
+            SvcbusClusterPeer *p;
+
+            if (i < 0 || c->peers[i].id == c->me)
+                continue;
+            p = &c->peers[i];
+            if (p->seen_sysid == 0)
+            {
+                p->seen_sysid = DatumGetInt64(SPI_getbinval(t, d, 2, &isnull));
+                p->seen_inc = DatumGetInt64(SPI_getbinval(t, d, 3, &isnull));
+                p->seen_lsn = DatumGetInt64(SPI_getbinval(t, d, 4, &isnull));
+            }
+        }
+        c->seen_loaded = true;
+    }
+    LWLockRelease(c->lock);
+}
+
+/*
+ * Remember a peer's identity: a later incarnation replaces what we knew (it
+ * recovered), a newer WAL position of the same one raises it.
+ */
+void
+svcbus_paxos_saw(SvcbusClusterShared *c, int64 id, int64 sysid, int64 inc, int64 lsn)
+{
+    int         i = svcbus_paxos_peer_index(c, id);
+    SvcbusClusterPeer *p;
+
+    if (i < 0 || id == c->me || sysid == 0)
+        return;
+    p = &c->peers[i];
+    LWLockAcquire(c->lock, LW_EXCLUSIVE);
+    if (p->seen_sysid == 0 || inc > p->seen_inc)
+    {
+        p->seen_sysid = sysid;
+        p->seen_inc = inc;
+        p->seen_lsn = lsn;
+        c->seen_dirty = true;
+    }
+    else if (inc == p->seen_inc && sysid == p->seen_sysid && lsn > p->seen_lsn)
+    {
+        p->seen_lsn = lsn;
+        c->seen_dirty = true;
+    }
+    LWLockRelease(c->lock);
+}
+
+#define ID_OK           0
+#define ID_RECOVERING   1           /* this node does not vote */
+#define ID_CALLER_LOST  2           /* the caller is behind what we saw of it */
+
+/* What a prepare or accept says of the caller and of what it saw of us. */
+typedef struct CallIdent
+{
+    int64       caller;
+    int64       sysid, inc, lsn;                /* the caller's */
+    int64       seen_sysid, seen_inc, seen_lsn; /* what it saw of this node */
+} CallIdent;
+
+static void
+call_ident(FunctionCallInfo fcinfo, int first, int64 caller, CallIdent *id)
+{
+    id->caller = caller;
+    id->sysid = PG_GETARG_INT64(first);
+    id->inc = PG_GETARG_INT64(first + 1);
+    id->lsn = PG_GETARG_INT64(first + 2);
+    id->seen_sysid = PG_GETARG_INT64(first + 3);
+    id->seen_inc = PG_GETARG_INT64(first + 4);
+    id->seen_lsn = PG_GETARG_INT64(first + 5);
+}
+
+/*
+ * Before a vote: is this node recovering; is it behind what the caller saw
+ * of it (then it marks itself recovering, durably with this transaction);
+ * is the caller behind what this node saw of it?  An expectation about an
+ * older incarnation of this node is out of date (sent before it recovered)
+ * and is not held against it.  SPI connected, acceptor row locked.
+ */
+static int
+check_identity(SvcbusClusterShared *c, bool recovering, int64 my_inc, const CallIdent *id)
+{
+    int64       my_sysid, my_lsn;
+    int         i;
+    bool        lost;
+
+    svcbus_paxos_load_seen(c);
+    if (recovering)
+        return ID_RECOVERING;
+    my_sysid = (int64) GetSystemIdentifier();
+    my_lsn = (int64) GetFlushRecPtr(NULL);
+    if (id->seen_sysid != 0 && id->seen_inc >= my_inc &&
+        (id->seen_inc > my_inc || id->seen_sysid != my_sysid || id->seen_lsn > my_lsn))
+    {
+        if (SPI_execute("UPDATE svcbus_internal.paxos_acceptor SET recovering = true WHERE id = 1",
+                        false, 0) != SPI_OK_UPDATE)
+            elog(ERROR, "svcbus: could not mark the acceptor recovering");
+        ForceSyncCommit();
+        pending.any = true;
+        pending.lost = true;
+        ereport(LOG,
+                (errmsg("svcbus paxos: node %d has lost acknowledged state; it stops voting and recovers from its peers",
+                        c->me),
+                 errdetail("Node " INT64_FORMAT " saw system %llu incarnation " INT64_FORMAT " at WAL %X/%X;"
+                           " this node is system %llu incarnation " INT64_FORMAT " at WAL %X/%X"
+                           " (restored from an old copy, or a new data directory).",
+                           id->caller, (unsigned long long) id->seen_sysid, id->seen_inc,
+                           LSN_FORMAT_ARGS((XLogRecPtr) id->seen_lsn),
+                           (unsigned long long) my_sysid, my_inc, LSN_FORMAT_ARGS((XLogRecPtr) my_lsn))));
+        return ID_RECOVERING;
+    }
+    if (id->caller == c->me)
+        return ID_OK;
+    i = svcbus_paxos_peer_index(c, id->caller);
+    if (i < 0)
+        return ID_OK;
+    LWLockAcquire(c->lock, LW_SHARED);
+    {
+        SvcbusClusterPeer *p = &c->peers[i];
+
+        /*
+         * Not the WAL position: a reply of the caller's own acceptor may
+         * have told us a later one than this call, sent earlier over
+         * another connection.  The caller checks that itself against
+         * what the reply says we saw of it (your_* in the reply).
+         */
+        lost = p->seen_sysid != 0 &&
+            (id->inc < p->seen_inc || (id->inc == p->seen_inc && p->seen_sysid != id->sysid));
+    }
+    LWLockRelease(c->lock);
+    if (lost)
+        return ID_CALLER_LOST;
+    svcbus_paxos_saw(c, id->caller, id->sysid, id->inc, id->lsn);
+    return ID_OK;
 }
 
 static void
@@ -166,12 +403,18 @@ get_u32le(const uint8 *p)
     return (uint32) p[0] | ((uint32) p[1] << 8) | ((uint32) p[2] << 16) | ((uint32) p[3] << 24);
 }
 
+
 static Datum
-reply_tuple(FunctionCallInfo fcinfo, bool ok, int64 promised, int64 match, bytea *entries)
+reply_tuple(FunctionCallInfo fcinfo, bool ok, int64 promised, int64 match, bytea *entries,
+            int state, int64 inc, int64 caller)
 {
+    SvcbusClusterShared *c = svcbus_cluster();
     TupleDesc   tupdesc;
-    Datum       values[4];
-    bool        nulls[4] = {false, false, false, false};
+    Datum       values[11];
+    bool        nulls[11] = {false, false, false, false, false, false, false, false, false, false, false};
+    int64       sysid, lsn;
+    int64       you[3] = {0, 0, 0};
+    int         pi = svcbus_paxos_peer_index(c, caller);
 
     if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
         elog(ERROR, "svcbus: paxos reply type must be composite");
@@ -182,16 +425,34 @@ reply_tuple(FunctionCallInfo fcinfo, bool ok, int64 promised, int64 match, bytea
         values[3] = PointerGetDatum(entries);
     else
         nulls[3] = true;
+    svcbus_paxos_identity(&sysid, &lsn);
+    values[4] = Int32GetDatum(state);
+    values[5] = Int64GetDatum(sysid);
+    values[6] = Int64GetDatum(inc);
+    values[7] = Int64GetDatum(lsn);
+    /* What this node saw of the caller, for the caller's own check. */
+    if (pi >= 0 && caller != c->me)
+    {
+        LWLockAcquire(c->lock, LW_SHARED);
+        you[0] = c->peers[pi].seen_sysid;
+        you[1] = c->peers[pi].seen_inc;
+        you[2] = c->peers[pi].seen_lsn;
+        LWLockRelease(c->lock);
+    }
+    for (int k = 0; k < 3; k++)
+        values[8 + k] = Int64GetDatum(you[k]);
     return HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls));
 }
 
 /*
- * svcbus._paxos_prepare(ballot int8, from_slot int8)
- *   -> (ok bool, promised int8, match int8, entries bytea)
+ * svcbus._paxos_prepare(ballot, from_slot, caller_sysid, caller_lsn,
+ *                       seen_sysid, seen_lsn)
+ *   -> (ok, promised, match, entries, state, sysid, lsn)
  * Phase 1.  When ballot >= promised: promise it durably and return every
  * accepted (slot, ballot, value) with slot >= from_slot, encoded as
  * repeated [slot i64][ballot i64][len u32][value]; match is this node's
- * applied index.  Otherwise ok = false with the promised ballot.
+ * applied index.  Otherwise ok = false with the promised ballot.  With a
+ * state other than 0 (see check_identity) it is no vote at all.
  */
 Datum
 svcbus_paxos_prepare(PG_FUNCTION_ARGS)
@@ -201,18 +462,29 @@ svcbus_paxos_prepare(PG_FUNCTION_ARGS)
     int64       from = PG_GETARG_INT64(1);
     int64       promised;
     int64       applied;
+    bool        recovering;
+    int64       inc;
+    int         state;
+    CallIdent   id;
     StringInfoData buf;
     bytea      *out;
     Datum       result;
 
     /* The reply is built in the caller's memory: SPI's goes at SPI_finish. */
     initStringInfo(&buf);
+    call_ident(fcinfo, 2, ballot % 256, &id);
     SPI_connect();
-    promised = lock_promised();
+    promised = lock_promised(&recovering, &inc);
+    state = check_identity(c, recovering, inc, &id);
+    if (state != ID_OK)
+    {
+        SPI_finish();
+        PG_RETURN_DATUM(reply_tuple(fcinfo, false, 0, 0, NULL, state, inc, ballot % 256));
+    }
     if (ballot < promised)
     {
         SPI_finish();
-        PG_RETURN_DATUM(reply_tuple(fcinfo, false, promised, 0, NULL));
+        PG_RETURN_DATUM(reply_tuple(fcinfo, false, promised, 0, NULL, ID_OK, inc, ballot % 256));
     }
     if (ballot > promised)
         store_promised(ballot);
@@ -265,13 +537,14 @@ svcbus_paxos_prepare(PG_FUNCTION_ARGS)
     out = (bytea *) palloc(VARHDRSZ + buf.len);
     SET_VARSIZE(out, VARHDRSZ + buf.len);
     memcpy(VARDATA(out), buf.data, buf.len);
-    result = reply_tuple(fcinfo, true, ballot, applied, out);
+    result = reply_tuple(fcinfo, true, ballot, applied, out, ID_OK, inc, ballot % 256);
     PG_RETURN_DATUM(result);
 }
 
 /*
- * svcbus._paxos_accept(ballot int8, entries bytea, commit int8)
- *   -> (ok bool, promised int8, match int8, entries bytea = NULL)
+ * svcbus._paxos_accept(ballot, entries, commit, caller_sysid, caller_lsn,
+ *                      seen_sysid, seen_lsn)
+ *   -> (ok, promised, match, entries = NULL, state, sysid, lsn)
  * Phase 2 (and heartbeat, with no entries).  When ballot >= promised:
  * store each (slot, value) at `ballot` durably, remember (ballot, commit)
  * and return match: the highest m such that every slot in (applied, m]
@@ -292,14 +565,33 @@ svcbus_paxos_accept(PG_FUNCTION_ARGS)
     int64       promised;
     int64       match;
     int64       last_slot = 0;
+    bool        recovering;
+    int64       inc;
+    int         state;
+    CallIdent   id;
     SPIPlanPtr  plan;
 
+    call_ident(fcinfo, 3, ballot % 256, &id);
     SPI_connect();
-    promised = lock_promised();
+    promised = lock_promised(&recovering, &inc);
+    state = check_identity(c, recovering, inc, &id);
+    if (state != ID_OK)
+    {
+        SPI_finish();
+        if (state == ID_RECOVERING)
+        {
+            /* No vote, but learn who leads and how far it has chosen. */
+            pending.any = true;
+            pending.contact_only = true;
+            pending.ballot = Max(pending.ballot, ballot);
+            pending.commit = Max(pending.commit, commit);
+        }
+        PG_RETURN_DATUM(reply_tuple(fcinfo, false, 0, 0, NULL, state, inc, ballot % 256));
+    }
     if (ballot < promised)
     {
         SPI_finish();
-        PG_RETURN_DATUM(reply_tuple(fcinfo, false, promised, 0, NULL));
+        PG_RETURN_DATUM(reply_tuple(fcinfo, false, promised, 0, NULL, ID_OK, inc, ballot % 256));
     }
     if (ballot > promised)
         store_promised(ballot);
@@ -361,7 +653,7 @@ svcbus_paxos_accept(PG_FUNCTION_ARGS)
     pending.ballot = ballot;
     pending.commit = Max(pending.commit, commit);
     pending.match = match;
-    PG_RETURN_DATUM(reply_tuple(fcinfo, true, ballot, match, NULL));
+    PG_RETURN_DATUM(reply_tuple(fcinfo, true, ballot, match, NULL, ID_OK, inc, ballot % 256));
 }
 
 /*
@@ -402,4 +694,113 @@ svcbus_paxos_forward(PG_FUNCTION_ARGS)
         PG_RETURN_INT32(0);
     svcbus_cluster_wake_worker();
     PG_RETURN_INT32(n);
+}
+
+/*
+ * svcbus._paxos_recover(ballot, from_slot, to_slot, caller, first)
+ *   -> (ok, promised, max_slot, entries, seen_inc)
+ * Phase 1 for a member that lost state (bus/README-paxos.md, "Lost
+ * state"): when ballot > promised (first call of a recovery; later windows
+ * of the same one: >=), promise it durably and return, read
+ * after the promise with the acceptor row held, the accepted (slot,
+ * ballot, value) in [from, to] (encoded as in a promise), the highest
+ * accepted slot and the latest incarnation of the caller this node has
+ * seen.  Otherwise ok = false with the promised ballot.  Answered whether
+ * or not this node is recovering itself, and without identity checks: the
+ * caller is the one that lost state.
+ */
+Datum
+svcbus_paxos_recover(PG_FUNCTION_ARGS)
+{
+    SvcbusClusterShared *c = require_member();
+    int64       ballot = PG_GETARG_INT64(0);
+    int64       from = PG_GETARG_INT64(1);
+    int64       to = PG_GETARG_INT64(2);
+    bool        first = PG_GETARG_BOOL(4);
+    int64       promised, inc, max_slot = 0;
+    bool        recovering;
+    StringInfoData buf;
+    bytea      *out;
+    TupleDesc   tupdesc;
+    Datum       values[5];
+    bool        nulls[5] = {false, false, false, false, false};
+    int64       seen_inc = 0;
+    int         pi;
+    Oid         types[2] = {INT8OID, INT8OID};
+    Datum       vals[2] = {Int64GetDatum(from), Int64GetDatum(to)};
+    bool        isnull;
+
+    if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "svcbus: paxos reply type must be composite");
+    initStringInfo(&buf);
+    SPI_connect();
+    promised = lock_promised(&recovering, &inc);
+    /*
+     * The first promise must be strictly above: an equal one may be to a
+     * ballot the caller led with before it lost state (same node id),
+     * whose values it no longer knows (the model's counterexample).
+     */
+    if (ballot < promised || (first && ballot == promised))
+    {
+        SPI_finish();
+        values[0] = BoolGetDatum(false);
+        values[1] = Int64GetDatum(promised);
+        values[2] = Int64GetDatum(0);
+        nulls[3] = true;
+        values[4] = Int64GetDatum(0);
+        PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+    }
+    if (ballot > promised)
+        store_promised(ballot);
+    ForceSyncCommit();
+    /* A fresh snapshot, taken with the row held: see svcbus_paxos_prepare. */
+    if (SPI_execute("SELECT max(slot) FROM svcbus_internal.paxos_log", false, 1) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus: could not read the paxos log");
+    {
+        Datum       d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+        max_slot = isnull ? 0 : DatumGetInt64(d);
+    }
+    if (SPI_execute_with_args("SELECT slot, ballot, value FROM svcbus_internal.paxos_log"
+                              " WHERE slot BETWEEN $1 AND $2 ORDER BY slot",
+                              2, types, vals, NULL, false, 0) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus: could not read the paxos log");
+    for (uint64 i = 0; i < SPI_processed; i++)
+    {
+        HeapTuple   tup = SPI_tuptable->vals[i];
+        TupleDesc   d = SPI_tuptable->tupdesc;
+        bytea      *v;
+        uint32      len;
+        uint8       lb[4];
+
+        put_i64(&buf, DatumGetInt64(SPI_getbinval(tup, d, 1, &isnull)));
+        put_i64(&buf, DatumGetInt64(SPI_getbinval(tup, d, 2, &isnull)));
+        v = DatumGetByteaPP(SPI_getbinval(tup, d, 3, &isnull));
+        len = VARSIZE_ANY_EXHDR(v);
+        for (int k = 0; k < 4; k++)
+            lb[k] = (uint8) (len >> (8 * k));
+        appendBinaryStringInfo(&buf, (char *) lb, 4);
+        appendBinaryStringInfo(&buf, VARDATA_ANY(v), len);
+    }
+    svcbus_paxos_load_seen(c);
+    SPI_finish();
+    pi = svcbus_paxos_peer_index(c, PG_GETARG_INT64(3));
+    if (pi >= 0)
+    {
+        LWLockAcquire(c->lock, LW_SHARED);
+        seen_inc = c->peers[pi].seen_inc;
+        LWLockRelease(c->lock);
+    }
+    pending.any = true;
+    pending.promised = Max(pending.promised, ballot);
+
+    out = (bytea *) palloc(VARHDRSZ + buf.len);
+    SET_VARSIZE(out, VARHDRSZ + buf.len);
+    memcpy(VARDATA(out), buf.data, buf.len);
+    values[0] = BoolGetDatum(true);
+    values[1] = Int64GetDatum(ballot);
+    values[2] = Int64GetDatum(max_slot);
+    values[3] = PointerGetDatum(out);
+    values[4] = Int64GetDatum(seen_inc);
+    PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

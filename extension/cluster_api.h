@@ -17,4 +17,15 @@ extern void svcbus_cluster_submit(uint8 sm, const uint8 *payload, size_t len,
 /* Before a read: a barrier through the log, or the staleness check (SB204). */
 extern void svcbus_cluster_read_barrier(SvcbusClusterShared *c, bool stale);
 
+/*
+ * Lost-state detection (extension/cluster_acceptor.c): this node's identity
+ * (system identifier, durable WAL position; the incarnation is the
+ * acceptor row's), and what it saw of its peers'.
+ */
+extern void svcbus_paxos_identity(int64 *sysid, int64 *lsn);
+extern int  svcbus_paxos_peer_index(SvcbusClusterShared *c, int64 id);
+extern void svcbus_paxos_load_seen(SvcbusClusterShared *c);     /* SPI connected */
+extern void svcbus_paxos_saw(SvcbusClusterShared *c, int64 id, int64 sysid, int64 inc,
+                             int64 lsn);
+
 #endif                          /* SVCBUS_CLUSTER_API_H */

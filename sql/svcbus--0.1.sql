@@ -746,9 +746,14 @@ GRANT SELECT ON svcbus.cache_bindings TO PUBLIC;
 -- API and the cluster view.  See bus/README-paxos.md.
 
 -- The acceptor's promise (one row) and accepted values (one row per slot).
+-- recovering: this node found it lost acknowledged state (restored from an
+-- old copy, or an emptied data directory) and does not vote until it has
+-- recovered from every other member; incarnation: how many times it did.
 CREATE TABLE svcbus_internal.paxos_acceptor (
-    id       integer PRIMARY KEY CHECK (id = 1),
-    promised bigint NOT NULL
+    id          integer PRIMARY KEY CHECK (id = 1),
+    promised    bigint NOT NULL,
+    recovering  boolean NOT NULL DEFAULT false,
+    incarnation bigint NOT NULL DEFAULT 0
 );
 INSERT INTO svcbus_internal.paxos_acceptor VALUES (1, 0);
 CREATE TABLE svcbus_internal.paxos_log (
@@ -764,24 +769,48 @@ CREATE TABLE svcbus_internal.paxos_learner (
     digest       bigint NOT NULL
 );
 INSERT INTO svcbus_internal.paxos_learner VALUES (1, 0, 0, 0);
+-- What this node has seen of every other member's durable state: its
+-- system identifier, incarnation and the highest durable WAL position it
+-- reported.  A member that later reports less has lost state
+-- (bus/README-paxos.md, "Lost state").  A lower bound, saved about once a
+-- second.
+CREATE TABLE svcbus_internal.paxos_peers (
+    node  integer PRIMARY KEY,
+    sysid bigint NOT NULL,
+    inc   bigint NOT NULL,
+    lsn   bigint NOT NULL
+);
 REVOKE ALL ON svcbus_internal.paxos_acceptor, svcbus_internal.paxos_log,
-              svcbus_internal.paxos_learner FROM PUBLIC;
+              svcbus_internal.paxos_learner, svcbus_internal.paxos_peers FROM PUBLIC;
 
 -- Peer calls.  Not for users: EXECUTE is for the role the peers connect as
 -- (GRANT EXECUTE ON FUNCTION ... TO your_peer_role).
+-- Prepare and accept carry the caller's identity (system identifier,
+-- incarnation, durable WAL position) and what the caller has seen of this
+-- node's; the reply carries this node's, what it saw of the caller's
+-- (your_*: the caller checks itself against it), and a state: 0 normal,
+-- 1 this node is recovering (not a vote), 2 the caller has lost state.
 CREATE FUNCTION svcbus._paxos_prepare(ballot bigint, from_slot bigint,
-    OUT ok boolean, OUT promised bigint, OUT match bigint, OUT entries bytea)
+    caller_sysid bigint, caller_inc bigint, caller_lsn bigint,
+    seen_sysid bigint, seen_inc bigint, seen_lsn bigint,
+    OUT ok boolean, OUT promised bigint, OUT match bigint, OUT entries bytea,
+    OUT state integer, OUT sysid bigint, OUT inc bigint, OUT lsn bigint,
+    OUT your_sysid bigint, OUT your_inc bigint, OUT your_lsn bigint)
 AS 'MODULE_PATHNAME', 'svcbus_paxos_prepare'
 LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION svcbus._paxos_prepare(bigint, bigint) IS
+COMMENT ON FUNCTION svcbus._paxos_prepare(bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint) IS
   'Paxos phase 1 on this node''s acceptor (called by peers).';
 CREATE FUNCTION svcbus._paxos_accept(ballot bigint, entries bytea, commit_index bigint,
-    OUT ok boolean, OUT promised bigint, OUT match bigint, OUT entries bytea)
+    caller_sysid bigint, caller_inc bigint, caller_lsn bigint,
+    seen_sysid bigint, seen_inc bigint, seen_lsn bigint,
+    OUT ok boolean, OUT promised bigint, OUT match bigint, OUT entries bytea,
+    OUT state integer, OUT sysid bigint, OUT inc bigint, OUT lsn bigint,
+    OUT your_sysid bigint, OUT your_inc bigint, OUT your_lsn bigint)
 AS 'MODULE_PATHNAME', 'svcbus_paxos_accept'
 LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION svcbus._paxos_accept(bigint, bytea, bigint) IS
+COMMENT ON FUNCTION svcbus._paxos_accept(bigint, bytea, bigint, bigint, bigint, bigint, bigint, bigint, bigint) IS
   'Paxos phase 2 and heartbeat on this node''s acceptor (called by the leader).';
 CREATE FUNCTION svcbus._paxos_forward(envelopes bytea) RETURNS integer
 AS 'MODULE_PATHNAME', 'svcbus_paxos_forward'
@@ -789,8 +818,17 @@ LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION svcbus._paxos_forward(bytea) IS
   'Hand clients'' commands to this node while it leads (called by followers).';
-REVOKE ALL ON FUNCTION svcbus._paxos_prepare(bigint, bigint), svcbus._paxos_accept(bigint, bytea, bigint),
-                       svcbus._paxos_forward(bytea) FROM PUBLIC;
+CREATE FUNCTION svcbus._paxos_recover(ballot bigint, from_slot bigint, to_slot bigint, caller bigint,
+    first boolean, OUT ok boolean, OUT promised bigint, OUT max_slot bigint, OUT entries bytea, OUT seen_inc bigint)
+AS 'MODULE_PATHNAME', 'svcbus_paxos_recover'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION svcbus._paxos_recover(bigint, bigint, bigint, bigint, boolean) IS
+  'Paxos phase 1 for a member that lost state: promise, then this node''s accepted values in a slot range (called by peers).';
+REVOKE ALL ON FUNCTION svcbus._paxos_prepare(bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint),
+                       svcbus._paxos_accept(bigint, bytea, bigint, bigint, bigint, bigint, bigint, bigint, bigint),
+                       svcbus._paxos_forward(bytea),
+                       svcbus._paxos_recover(bigint, bigint, bigint, bigint, boolean) FROM PUBLIC;
 
 -- The registry.
 CREATE FUNCTION svcbus.kv_put(key text, value text, lease bigint DEFAULT 0) RETURNS bigint

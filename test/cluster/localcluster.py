@@ -7,6 +7,7 @@ Every process is started and stopped by the single-node harness
 """
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
 from svcbus_harness import Cluster, _alive, free_port, wait_for  # noqa: E402
@@ -99,6 +100,28 @@ class ProcessFaults:
     def __init__(self, lc):
         self.lc = lc
         self.stopped = {}
+        self.lost = []          # (kind, node): nodes whose data was restored or emptied
+
+    def restart_old_copy(self, i, window):
+        """kill -9 node i, copy its data directory, restart it, let the
+        cluster go on for `window` seconds, kill -9 it again and restart it
+        from the old copy: it has forgotten what it acknowledged since."""
+        node = self.lc.node(i)
+        copy = os.path.join(node.dir, "old-copy")
+        self.kill9(i)
+        node.copy_data(copy)
+        self.start(i)
+        time.sleep(window)
+        self.kill9(i)
+        node.restore_data(copy)
+        self.start(i)
+        self.lost.append(("restart-old-copy", i))
+
+    def restart_empty(self, i):
+        """kill -9 node i and start it on a new, empty data directory."""
+        self.kill9(i)
+        self.lc.node(i).recreate()
+        self.lost.append(("restart-empty", i))
 
     def kill9(self, i):
         node = self.lc.node(i)

@@ -3,7 +3,10 @@
 Clients (workload.py) run reads, writes and CAS on a few keys through every
 node of a 3-node and a 5-node cluster while a seeded schedule injects
 faults: kill -9 of the leader, of a minority and of every node, SIGSTOP of
-the leader for longer than the election timeout.  Afterwards every node
+the leader for longer than the election timeout, a node restarted from an
+old copy of its data directory and one restarted on an empty one (they must
+find they lost state, stop voting and recover from the others, and a node
+that only crashed must never think so).  Afterwards every node
 is restarted, the history is checked as a CAS register per key
 (checker.check_register), a final linearizable read of every key on every
 node is part of it (no acknowledged write lost), every node must reach the
@@ -14,6 +17,7 @@ with SVCBUS_FAULT_SEED.
 import json
 import os
 import random
+import re
 import sys
 import threading
 import time
@@ -100,6 +104,10 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, m
                 faults.sigstop(leader)
                 time.sleep(window)
                 faults.sigcont(leader)
+            elif kind == "restart-old-copy":
+                faults.restart_old_copy(target, window)
+            elif kind == "restart-empty":
+                faults.restart_empty(target)
             during = hist.count("ok") - before
             log("# fault %s (leader was %s) for %.1fs, %d ops ok during it"
                 % (kind, leader, time.monotonic() - t, during), flush=True)
@@ -161,6 +169,7 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, m
         stuck = [k for k, ok in progress if ok == 0]
         results.append((not stuck, "%d nodes: progress after every fault %s" % (n, progress),
                         "no progress after %s" % stuck if stuck else ""))
+        results.append(lost_state_result(lc, n, faults.lost))
         if extra is not None and hasattr(extra, "results"):
             results.extend(extra.results())
         if during_progress:
@@ -179,7 +188,33 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, m
     return results
 
 
-KINDS = ["kill9-leader", "kill9-minority", "kill9-all", "sigstop-leader"]
+def lost_state_result(lc, n, lost):
+    """Every node restored from an old copy or emptied found out, stopped
+    voting and recovered; no other node ever thought it lost state."""
+    problems, seen = [], []
+    for i in range(1, n + 1):
+        text = lc.node(i).log_text()
+        found = text.count("has lost acknowledged state")
+        recovered = text.count("recovered from every other member")
+        mine = [k for k, j in lost if j == i]
+        if not mine and found:
+            problems.append("node %d only crashed but found it lost state %d times" % (i, found))
+        if mine and (found == 0 or recovered < len(mine)):
+            problems.append("node %d: %s, lost state found %d times, recovered %d times"
+                            % (i, ", ".join(mine), found, recovered))
+        if mine:
+            ms = re.findall(r"recovered from every other member up to slot (\d+) in (\d+) ms", text)
+            seen.append("node %d %s: found %d, recovered %d%s" % (
+                i, "+".join(mine), found, recovered,
+                "".join(" (%s slots in %s ms)" % m for m in ms)))
+    return (not problems,
+            "%d nodes: nodes restored from an old copy or emptied stop voting and recover, crashed ones"
+            " never do (%s)" % (n, "; ".join(seen) or "no such fault"),
+            "\n".join(problems))
+
+
+KINDS = ["kill9-leader", "kill9-minority", "kill9-all", "sigstop-leader", "restart-old-copy",
+         "restart-empty"]
 
 
 def main(kinds=KINDS, **kw):

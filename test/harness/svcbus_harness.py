@@ -97,6 +97,10 @@ class Cluster:
             os.makedirs(BASE)
         os.chmod(BASE, 0o755)
         _chown_tree(self.dir)
+        self._initdb()
+        self._initialized = True
+
+    def _initdb(self):
         r = _as_postgres([os.path.join(PG_BIN, "initdb"), "-D", self.data,
                           "-A", "trust", "-U", "postgres", "--no-sync",
                           "-E", "UTF8", "--locale=C"])
@@ -117,7 +121,29 @@ class Cluster:
             f.write("\n# added by svcbus_harness\n")
             for k, v in conf.items():
                 f.write("%s = %s\n" % (k, v))
-        self._initialized = True
+
+    # -- data directory faults (the server must be stopped) ---------------
+    def copy_data(self, dest):
+        """A copy of the data directory as it is now (crash-consistent when
+        the server is down, as after kill -9)."""
+        shutil.rmtree(dest, ignore_errors=True)
+        r = subprocess.run(["cp", "-a", self.data, dest], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("copy of %s failed: %s" % (self.data, r.stderr))
+
+    def restore_data(self, src):
+        """Put a copy taken by copy_data back in place of the data directory."""
+        shutil.rmtree(self.data)
+        r = subprocess.run(["cp", "-a", src, self.data], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("restore of %s failed: %s" % (self.data, r.stderr))
+
+    def recreate(self):
+        """A new, empty data directory (new initdb, new system identifier),
+        started, with database svcbus and the extension; the log is kept."""
+        shutil.rmtree(self.data)
+        self._initdb()
+        self.start(_fresh=True)
 
     def _stop_leftover(self):
         pidfile = os.path.join(self.data, "postmaster.pid")
@@ -129,9 +155,9 @@ class Cluster:
         except (OSError, ValueError, AssertionError):
             pass
 
-    def start(self, create_extension=True):
-        first = not self._initialized
-        if first:
+    def start(self, create_extension=True, _fresh=False):
+        first = not self._initialized or _fresh
+        if not self._initialized:
             self.init()
         env = ["env"] + ["%s=%s" % kv for kv in sorted(self.env.items())] if self.env else []
         r = _as_postgres(env + [os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l",

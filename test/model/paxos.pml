@@ -22,10 +22,20 @@
  *           1  the node's own acceptor's durable promise
  *           2  like 1, and the candidate promises its own ballot durably
  *              before it asks anyone else (the fix; the default)
+ *   LOST    1 (default): a node may lose acknowledged state once (its
+ *           data directory restored from a copy taken earlier: SNAP then
+ *           RESTORE); it does not vote until it has run phase 1 at a
+ *           ballot of its own on every other member and accepted what it
+ *           found (bus/README-paxos.md, "Lost state"); 0: never
  * Mutations (each must produce a counterexample):
  *   MUT_ADOPT_FIRST   the candidate keeps the first value a promise reports
  *                     for a slot instead of the highest accepted ballot's
  *   MUT_LEARN_NOCHECK the learner applies without accepted_ballot == b
+ *   MUT_REC_NONE      a restored node votes at once, with what it remembers
+ *   MUT_REC_QUORUM    it recovers from a majority (itself and one other)
+ *                     instead of from every other member
+ *   MUT_REC_READ      it only reads the others' values and promises (no
+ *                     phase 1 of its own: the first version of the code)
  * Code-as-shipped variants (bgworkers/paxos_worker.c,
  * extension/cluster_acceptor.c), where they differ from the README:
  *   CODE_COMMIT_INIT  a new leader's commit starts at its own applied index
@@ -55,6 +65,9 @@
 #endif
 #ifndef SEED
 #define SEED 2
+#endif
+#ifndef LOST
+#define LOST 1
 #endif
 
 #define GQ (N / 2 + 1)          /* "chosen" always means a true majority */
@@ -93,6 +106,23 @@ typedef Acc {
     byte applied;       /* durable: learner's applied index */
     byte appv[SS];      /* ghost: value this node applied at each slot */
     byte hint;          /* volatile: cs->promised (SEED 0 only) */
+    bit  rec;           /* durable: recovering, no vote */
+}
+
+/* An old copy of a node's durable state, and a recovery in progress. */
+typedef Old {
+    bit  taken;
+    byte prom;
+    byte ab[SS];
+    byte av[SS];
+    byte applied;
+}
+typedef Rec {
+    byte bal;           /* its phase-1 ballot, 0 = none yet */
+    byte mask;          /* members that promised it */
+    byte rp;            /* highest promise read (MUT_REC_READ) */
+    byte rb[SS];        /* highest accepted ballot read per slot ... */
+    byte rv[SS];        /* ... and its value */
 }
 
 typedef Prop {
@@ -117,6 +147,15 @@ Prop P[NP];
 Term T[NP * E];
 int  msgs[NP * E];      /* the network: accept messages sent, per term */
 byte chosen[SS];        /* ghost: value chosen at each slot, 0 = none yet */
+Old  O[N];
+Rec  R[N];
+/* ghost, for LOST: acceptors that ever accepted slot s at ballot b, and the
+ * value, at s * NB + b.  With acceptors that can forget, "chosen" is "a
+ * majority accepted it at one ballot", whether or not they still hold it. */
+#define NB (4 * (RMAX + 1))
+byte ackm[SS * NB];
+byte ackv[SS * NB];
+byte restores;          /* state losses so far (at most LOST) */
 
 /* scratch of one d_step, not part of the state */
 hidden byte hb, hv, hm, hx, hc, hs, hk, hj, hn;
@@ -166,7 +205,21 @@ inline store(a, s, b, v)
         assert(chosen[s] == 0 || chosen[s] == A[a].av[s]);   /* agreement */
         chosen[s] = A[a].av[s]
     :: else -> skip
+    fi;
+#if LOST > 0
+    hk = s * NB + A[a].ab[s];
+    if
+    :: ackv[hk] != A[a].av[s] -> ackv[hk] = A[a].av[s]; ackm[hk] = 0
+    :: else -> skip
+    fi;
+    ackm[hk] = ackm[hk] | (1 << a);
+    if
+    :: NPROM(ackm[hk]) >= GQ ->
+        assert(chosen[s] == 0 || chosen[s] == A[a].av[s]);   /* agreement */
+        chosen[s] = A[a].av[s]
+    :: else -> skip
     fi
+#endif
 }
 
 inline note_promise(a, b)
@@ -326,7 +379,7 @@ inline clear_leadership(i)
 #endif
 
 #define OPT_START(i, r) \
-    :: d_step { P[i].role != LEADER && P[i].term < E && r > P[i].maxr && r > SEEN(i) -> \
+    :: d_step { P[i].role != LEADER && P[i].term < E && r > P[i].maxr && r > SEEN(i) && !A[i].rec -> \
         clear_leadership(i); \
         P[i].maxr = r; P[i].term++; \
         T[TI(i, P[i].term)].bal = BAL(r, i); \
@@ -337,7 +390,7 @@ inline clear_leadership(i)
 /* Acceptor a handles the current candidate i's prepare and the reply
  * reaches it. */
 #define OPT_PREP(a, i) \
-    :: d_step { P[i].role == CANDIDATE && !(P[i].pprom & (1 << a)) && \
+    :: d_step { P[i].role == CANDIDATE && !(P[i].pprom & (1 << a)) && !A[a].rec && \
                 T[TI(i, P[i].term)].bal >= A[a].prom -> \
         hb = T[TI(i, P[i].term)].bal; note_promise(a, hb); \
         recover(i, a); \
@@ -346,7 +399,7 @@ inline clear_leadership(i)
 /* Acceptor a handles a prepare of proposer i's term t whose reply is lost
  * or comes too late (a delayed or duplicated prepare). */
 #define OPT_PREP_LOST(a, i, t) \
-    :: d_step { P[i].term >= t && T[TI(i, t)].bal > A[a].prom -> \
+    :: d_step { P[i].term >= t && T[TI(i, t)].bal > A[a].prom && !A[a].rec -> \
         hb = T[TI(i, t)].bal; note_promise(a, hb); skip }
 
 /* Leader i appends a new batch. */
@@ -367,7 +420,7 @@ inline clear_leadership(i)
  * promised it stores the entry, records (b, c) and replies match, which
  * proposer i uses if it is still leader in that term. */
 #define OPT_ACC(a, i, t, s, c) \
-    :: d_step { (msgs[TI(i, t)] & MB(s, c)) && T[TI(i, t)].bal >= A[a].prom -> \
+    :: d_step { (msgs[TI(i, t)] & MB(s, c)) && T[TI(i, t)].bal >= A[a].prom && !A[a].rec -> \
         hb = T[TI(i, t)].bal; \
         note_promise(a, hb); \
         if \
@@ -419,7 +472,8 @@ inline clear_leadership(i)
         :: hs <= k -> assert(A[n].av[hs] == A[n].appv[hs]); hs++ \
         :: else -> break \
         od; \
-        A[n].applied = k; A[n].lb = 0; A[n].lc = 0; A[n].hint = 0
+        A[n].applied = k; A[n].lb = 0; A[n].lc = 0; A[n].hint = 0; \
+        R[n].bal = 0; R[n].mask = 0; R[n].rp = 0
 
 #define OPT_CRASH_P(n, k) \
     :: d_step { k <= A[n].applied -> \
@@ -428,6 +482,142 @@ inline clear_leadership(i)
 
 #define OPT_CRASH_A(n, k) \
     :: d_step { k <= A[n].applied -> CRASH_COMMON(n, k); skip }
+
+/* Lost state.  SNAP: a copy of node n's durable state is taken.  RESTORE:
+ * node n crashes and restarts from that copy (forgetting what it promised
+ * and accepted since); peers detect it (the detection is the code's, by
+ * system identifier and WAL position), so it is recovering. */
+#define OPT_SNAP(n) \
+    :: d_step { !O[n].taken && restores < LOST -> \
+        O[n].taken = 1; O[n].prom = A[n].prom; O[n].applied = A[n].applied; \
+        hs = 0; \
+        do \
+        :: hs < SS -> O[n].ab[hs] = A[n].ab[hs]; O[n].av[hs] = A[n].av[hs]; hs++ \
+        :: else -> break \
+        od; skip }
+
+#ifdef MUT_REC_NONE
+#define LOSE_MARK(n) skip
+#else
+#define LOSE_MARK(n) A[n].rec = 1
+#endif
+
+#define OPT_RESTORE(n) \
+    :: d_step { O[n].taken && restores < LOST -> \
+        restores++; \
+        A[n].prom = O[n].prom; \
+        hs = 0; \
+        do \
+        :: hs < SS -> A[n].ab[hs] = O[n].ab[hs]; A[n].av[hs] = O[n].av[hs]; \
+                      R[n].rb[hs] = 0; R[n].rv[hs] = 0; hs++ \
+        :: else -> break \
+        od; \
+        CRASH_COMMON(n, O[n].applied); \
+        R[n].mask = 0; R[n].rp = 0; R[n].bal = 0; \
+        LOSE_MARK(n); \
+        if \
+        :: n < NP -> clear_leadership(n); P[n].maxr = 0 \
+        :: else -> skip \
+        fi; skip }
+
+/* Recovering node n picks a ballot of round r above its own promise and
+ * promises it to itself (durably, as a candidate does). */
+#define OPT_REC_BEGIN(n, r) \
+    :: d_step { A[n].rec && R[n].bal == 0 && BAL(r, n) > A[n].prom -> \
+        R[n].bal = BAL(r, n); hb = R[n].bal; note_promise(n, hb); skip }
+
+/* Member m answers n's recovery: when n's ballot > its promise, it
+ * promises it and reports its accepted values from n's applied index on
+ * (one call, atomic at m: svcbus._paxos_recover).  Otherwise n starts
+ * over with a higher ballot. */
+#ifdef MUT_REC_READ
+#define REC_PROMISE(n, m) \
+        if \
+        :: A[m].prom > R[n].rp -> R[n].rp = A[m].prom \
+        :: else -> skip \
+        fi
+#define REC_OK(n, m) (R[n].bal > 0)
+#else
+#define REC_PROMISE(n, m) hb = R[n].bal; note_promise(m, hb)
+/* strictly above: an equal promise may be to a ballot n used before it lost
+ * state (the same node id), whose values n no longer knows */
+#define REC_OK(n, m) (R[n].bal > 0 && R[n].bal > A[m].prom)
+#endif
+
+#define OPT_REC_READ(n, m) \
+    :: d_step { A[n].rec && !(R[n].mask & (1 << m)) && REC_OK(n, m) -> \
+        REC_PROMISE(n, m); \
+        hs = A[n].applied + 1; \
+        do \
+        :: hs <= S -> \
+            if \
+            :: A[m].ab[hs] > R[n].rb[hs] -> R[n].rb[hs] = A[m].ab[hs]; R[n].rv[hs] = A[m].av[hs] \
+            :: else -> skip \
+            fi; hs++ \
+        :: else -> break \
+        od; \
+        R[n].mask = R[n].mask | (1 << m); skip } \
+    :: d_step { A[n].rec && !(R[n].mask & (1 << m)) && R[n].bal > 0 && !REC_OK(n, m) -> \
+        R[n].bal = 0; R[n].mask = 0; \
+        hs = 0; \
+        do \
+        :: hs < SS -> R[n].rb[hs] = 0; R[n].rv[hs] = 0; hs++ \
+        :: else -> break \
+        od; skip }
+
+#ifdef MUT_REC_QUORUM
+#define REC_DONE(n) (NPROM(R[n].mask) >= GQ - 1)
+#else
+#define REC_DONE(n) (NPROM(R[n].mask) == N - 1)
+#endif
+#ifdef MUT_REC_READ
+/* the first version: keep the labels read, promise the highest promise read */
+#define REC_LABEL(n, hx) R[n].rb[hx]
+#define REC_PROM(n) if :: R[n].rp > A[n].prom -> A[n].prom = R[n].rp :: else -> skip fi
+#else
+/* a value found by phase 1 is accepted at n's ballot; one accepted later
+ * at a higher ballot keeps it (a copy of that leader's accept) */
+#define REC_LABEL(n, hx) (R[n].rb[hx] > R[n].bal -> R[n].rb[hx] : R[n].bal)
+#define REC_PROM(n) \
+        hx = 1; \
+        do \
+        :: hx <= S -> \
+            if \
+            :: A[n].ab[hx] > A[n].prom -> A[n].prom = A[n].ab[hx] \
+            :: else -> skip \
+            fi; hx++ \
+        :: else -> break \
+        od
+#endif
+
+/* Every other member answered: accept what was found, vote again. */
+#define OPT_REC_FINISH(n) \
+    :: d_step { A[n].rec && REC_DONE(n) -> \
+        hx = A[n].applied + 1; \
+        do \
+        :: hx <= S -> \
+            if \
+            :: R[n].rb[hx] > 0 && REC_LABEL(n, hx) > A[n].ab[hx] -> \
+                hb = REC_LABEL(n, hx); store(n, hx, hb, R[n].rv[hx]) \
+            :: else -> skip \
+            fi; R[n].rb[hx] = 0; R[n].rv[hx] = 0; hx++ \
+        :: else -> break \
+        od; \
+        REC_PROM(n); \
+        R[n].mask = 0; R[n].rp = 0; R[n].bal = 0; A[n].rec = 0; skip }
+
+#if RMAX >= 3
+#define REC_B3(n) OPT_REC_BEGIN(n, 3)
+#else
+#define REC_B3(n)
+#endif
+#define REC_BEGINS(n) OPT_REC_BEGIN(n, 1) OPT_REC_BEGIN(n, 2) REC_B3(n)
+
+#if LOST > 0
+#define LOSS(n, m1, m2) OPT_SNAP(n) OPT_RESTORE(n) REC_BEGINS(n) OPT_REC_READ(n, m1) OPT_REC_READ(n, m2) OPT_REC_FINISH(n)
+#else
+#define LOSS(n, m1, m2)
+#endif
 
 /* A candidate or leader gives up (a reject, a timeout, cut off). */
 #define OPT_STEP(i) \
@@ -493,6 +683,9 @@ inline clear_leadership(i)
 init {
 end:
     do
+    LOSS(2, 0, 1)
+    LOSS(1, 0, 2)
+    LOSS(0, 1, 2)
     PROPOSER(0)
     PROPOSER(1)
 #if NP >= 3

@@ -6,10 +6,18 @@
 #                       (bitstate DFS, depth bound 150): no assertion may
 #                       fail; the minority-quorum mutation (QUORUM=1) must
 #                       give a counterexample.
+#                       Lost state (a node restored from an old copy): the
+#                       model with one election per proposer searched to
+#                       depth 22 (where the mutations below are found) must
+#                       show no violation; MUT_REC_NONE (a restored node
+#                       votes at once) and MUT_REC_READ (recovery reads
+#                       the others without a phase 1 of its own: the first
+#                       version of the code) must give counterexamples.
 #   long (make test-cluster): longer searches, plus the mutations
-#                       MUT_LEARN_NOCHECK, MUT_ADOPT_FIRST and the older
-#                       ballot rule SEED=0, reported (a mutation that is not
-#                       caught within its budget is reported, not hidden).
+#                       MUT_LEARN_NOCHECK, MUT_ADOPT_FIRST, MUT_REC_QUORUM
+#                       and the older ballot rule SEED=0, reported (a
+#                       mutation that is not caught within its budget is
+#                       reported, not hidden).
 # The searches are bounded, not exhaustive: the state space of this model
 # with 3 acceptors, 2 proposers, 2 elections each and 2 slots is larger
 # than a few minutes of spin on this machine (README.md, "Bounds").
@@ -56,7 +64,34 @@ else
     fail=1
 fi
 
+run lost_state "$BUDGET" 22 -DE=1
+if [ "$ERRS" = 0 ]; then
+    echo "ok - spin: a node restored from an old copy recovers without two values chosen for one slot (one election per proposer, depth 22, ${STATES} states in ${BUDGET}s, bounded search)"
+else
+    echo "not ok - spin: lost-state model has no assertion violation (errors: ${ERRS:-none reported}) ${VIOL:-}"
+    sed 's/^/# /' "$WORK/lost_state/out.txt" | head -30
+    fail=1
+fi
+
+for m in "rec_none 20 -DMUT_REC_NONE" "rec_read 22 -DMUT_REC_READ"; do
+    set -- $m
+    n=$1; depth=$2; shift 2
+    run "$n" 300 "$depth" -DE=1 "$@"
+    if [ "${ERRS:-0}" != 0 ] && [ -n "$ERRS" ]; then
+        echo "ok - spin: mutation $* is caught: $VIOL"
+    else
+        echo "not ok - spin: mutation $* gives a counterexample (errors: ${ERRS:-none reported}, ${STATES:-?} states)"
+        fail=1
+    fi
+done
+
 if [ "$MODE" = long ]; then
+    run rec_quorum "$MBUDGET" 22 -DE=1 -DMUT_REC_QUORUM
+    if [ "${ERRS:-0}" != 0 ] && [ -n "$ERRS" ]; then
+        echo "ok - spin: mutation -DMUT_REC_QUORUM is caught: $VIOL"
+    else
+        echo "# note: mutation -DMUT_REC_QUORUM not caught within ${MBUDGET}s (${STATES:-?} states, bounded search)"
+    fi
     for m in "learn_nocheck -DMUT_LEARN_NOCHECK" "adopt_first -DMUT_ADOPT_FIRST" "seed0 -DSEED=0"; do
         set -- $m
         n=$1; shift

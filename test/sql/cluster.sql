@@ -9,7 +9,7 @@ SELECT * FROM svcbus.kv_get('a');
 \echo :LAST_ERROR_SQLSTATE
 SELECT svcbus.lease_grant(10);
 \echo :LAST_ERROR_SQLSTATE
-SELECT svcbus._paxos_accept(1, '\x', 0);
+SELECT svcbus._paxos_accept(1, '\x', 0, 0, 0, 0, 0, 0, 0);
 \echo :LAST_ERROR_SQLSTATE
 -- Argument checks come first where they need no cluster.
 SELECT svcbus.kv_put(NULL, '1');
@@ -23,7 +23,9 @@ SELECT svcbus.lease_grant(0.01);
 -- Peers' functions are not for PUBLIC.
 CREATE ROLE cluster_nobody;
 SET ROLE cluster_nobody;
-SELECT svcbus._paxos_prepare(1, 1);
+SELECT svcbus._paxos_prepare(1, 1, 0, 0, 0, 0, 0, 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus._paxos_recover(1, 1, 1, 1, true);
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 DROP ROLE cluster_nobody;
