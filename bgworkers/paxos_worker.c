@@ -16,7 +16,8 @@
  *
  * What this process keeps only in memory (lost on restart, rebuilt by the
  * protocol): the role and ballot, the leader's proposals not yet chosen
- * (a new leader recovers them in phase 1), next/match per peer.
+ * (a new leader recovers them in phase 1), next/match per peer, and a
+ * recovery in progress (it starts over with a new ballot).
  */
 #include "postgres.h"
 
@@ -69,8 +70,8 @@ typedef enum ReqKind
 
 /* Reply states of prepare and accept (extension/cluster_acceptor.c). */
 #define ID_OK           0
-#define ID_RECOVERING   1
-#define ID_CALLER_LOST  2
+#define ID_RECOVERING   1           /* the peer does not vote */
+#define ID_CALLER_LOST  2           /* the peer saw a later state of this node */
 
 typedef struct Outstanding
 {
@@ -417,8 +418,8 @@ get_le64(const uint8 *p)
 
 /*
  * The identity arguments of prepare and accept: this node's system
- * identifier and flushed WAL position, and what it saw of p's (nothing of
- * itself).
+ * identifier, incarnation and durable WAL position, and what it saw of p's
+ * (nothing of itself).
  */
 typedef struct IdentArgs
 {
@@ -1374,8 +1375,13 @@ recovery_finish(TimestampTz now)
 
 /*
  * Recovering: phase 1 at a ballot of our own on every other member
- * (svcbus._paxos_recover), window by window, from our applied index up to
- * the highest slot any of them had when first asked; keep the
+ * (svcbus._paxos_recover): the first window promises it (strictly above
+ * each member's promise, or we start over with a higher ballot), the
+ * later ones up to the highest slot any member had when first asked only
+ * read (by then every member has promised it: entries below it can no
+ * longer change except to a higher ballot's, so a member's later answer is
+ * still its phase-1 answer; a leader elected meanwhile does not make us
+ * start over, which would never end for a long log).  Keep the
  * highest-ballot value per slot and accept it ourselves (recovery_store).
  * Once every other member has promised our ballot, no ballot below it can
  * gather a quorum again, so no acknowledgement we gave before we lost

@@ -700,12 +700,13 @@ svcbus_paxos_forward(PG_FUNCTION_ARGS)
  * svcbus._paxos_recover(ballot, from_slot, to_slot, caller, first)
  *   -> (ok, promised, max_slot, entries, seen_inc)
  * Phase 1 for a member that lost state (bus/README-paxos.md, "Lost
- * state"): when ballot > promised (first call of a recovery; later windows
- * of the same one: >=), promise it durably and return, read
+ * state").  first: when ballot > promised, promise it durably and return, read
  * after the promise with the acceptor row held, the accepted (slot,
  * ballot, value) in [from, to] (encoded as in a promise), the highest
  * accepted slot and the latest incarnation of the caller this node has
- * seen.  Otherwise ok = false with the promised ballot.  Answered whether
+ * seen; otherwise ok = false with the promised ballot.  Not first (the
+ * later windows of a recovery whose ballot every member promised): the
+ * same, read without a promise.  Answered whether
  * or not this node is recovering itself, and without identity checks: the
  * caller is the one that lost state.
  */
@@ -740,7 +741,7 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
      * ballot the caller led with before it lost state (same node id),
      * whose values it no longer knows (the model's counterexample).
      */
-    if (ballot < promised || (first && ballot == promised))
+    if (first && ballot <= promised)
     {
         SPI_finish();
         values[0] = BoolGetDatum(false);
@@ -750,9 +751,13 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
         values[4] = Int64GetDatum(0);
         PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
     }
-    if (ballot > promised)
+    if (first)
+    {
         store_promised(ballot);
-    ForceSyncCommit();
+        ForceSyncCommit();
+        pending.any = true;
+        pending.promised = Max(pending.promised, ballot);
+    }
     /* A fresh snapshot, taken with the row held: see svcbus_paxos_prepare. */
     if (SPI_execute("SELECT max(slot) FROM svcbus_internal.paxos_log", false, 1) != SPI_OK_SELECT)
         elog(ERROR, "svcbus: could not read the paxos log");
@@ -791,9 +796,6 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
         seen_inc = c->peers[pi].seen_inc;
         LWLockRelease(c->lock);
     }
-    pending.any = true;
-    pending.promised = Max(pending.promised, ballot);
-
     out = (bytea *) palloc(VARHDRSZ + buf.len);
     SET_VARSIZE(out, VARHDRSZ + buf.len);
     memcpy(VARDATA(out), buf.data, buf.len);

@@ -144,15 +144,18 @@ def empty_dir(tap):
         sys_before = B.execute("SELECT system_identifier FROM pg_control_system()")[0][0]
         expect = {("k%d" % j): get(L, "k%d" % j) for j in range(50)}
         faults.restart_empty(b)
+        t0 = time.monotonic()
         sys_after = B.execute("SELECT system_identifier FROM pg_control_system()")[0][0]
         wait_for(lambda: "recovered from every other member" in B.log_text() and "yes",
                  timeout=60, what="node %d to recover" % b)
+        t_rec = time.monotonic() - t0
         tap(sys_after != sys_before and "has lost acknowledged state" in B.log_text(),
             "a node restarted on an empty data directory (new system identifier) finds it lost"
-            " state, and recovers from the others")
+            " state, and recovers from the others (votes again %.1f s after its start)" % t_rec)
         got = {k: get(B, k) for k in expect}
         tap(got == expect, "it catches up the whole log: every acknowledged write reads the same on it"
-            " (%d keys)" % len(expect), "expected %s\ngot %s" % (expect, got))
+            " (%d keys, %.1f s after its start)" % (len(expect), time.monotonic() - t0),
+            "expected %s\ngot %s" % (expect, got))
         try:
             d = lc.wait_agree(timeout=30)
             tap(True, "applied logs agree (applied %s)" % list(d.values())[0][0])
