@@ -57,7 +57,8 @@ PGDLLEXPORT void svcbus_paxos_worker_main(Datum main_arg);
 #define REQUEST_TIMEOUT_MS  3000
 #define RECONNECT_MS        200
 #define APPLY_CHUNK         256
-#define RECOVER_WINDOW      256         /* slots per recovery read */
+#define RECOVER_WINDOW      4096        /* slots per recovery read (and at most ... */
+#define RECOVER_BYTES       (8 * 1024 * 1024)   /* ... bytes of values per reply) */
 #define SAVE_SEEN_MS        1000        /* how often what we saw of peers is saved */
 
 typedef enum ReqKind
@@ -92,6 +93,7 @@ typedef struct Outstanding
     int64       lsn;
     int64       you[3];             /* what the peer saw of us: sysid, inc, lsn */
     int64       max_slot;           /* recover: the peer's highest slot */
+    int64       upto;               /* recover: last slot the reply covers */
     char       *entries;            /* prepare: raw bytes (palloc'd in TopMemoryContext) */
     size_t      entries_len;
 } Outstanding;
@@ -195,6 +197,7 @@ static bool rec_active = false;
 static int64 rec_from = 0;
 static int64 rec_target = -1;       /* highest slot any member had when asked first */
 static int64 rec_window_max = 0;
+static int64 rec_window_end = 0;    /* lowest slot every answer of the window covers */
 static int64 rec_ballot = 0;        /* the recovery's own phase-1 ballot */
 static int64 rec_label_max = 0;     /* highest ballot among the values read */
 static int64 rec_inc = 0;           /* highest incarnation of ours any member saw */
@@ -471,15 +474,17 @@ send_prepare(Peer *p, TimestampTz now)
 static void
 send_recover(Peer *p, TimestampTz now)
 {
-    char        b[32], f[32], t[32], m[32];
-    const char *vals[5] = {b, f, t, m, rec_target < 0 ? "true" : "false"};
+    char        b[32], f[32], t[32], m[32], c[32];
+    const char *vals[6] = {b, f, t, m, rec_target < 0 ? "true" : "false", c};
 
     snprintf(b, sizeof(b), INT64_FORMAT, rec_ballot);
     snprintf(f, sizeof(f), INT64_FORMAT, rec_from);
     snprintf(t, sizeof(t), INT64_FORMAT, rec_from + RECOVER_WINDOW - 1);
     snprintf(m, sizeof(m), "%d", me);
-    if (peer_send(p, "SELECT ok, promised, max_slot, entries, seen_inc FROM svcbus._paxos_recover($1, $2, $3, $4, $5)",
-                  5, vals, NULL, NULL))
+    snprintf(c, sizeof(c), "%d", RECOVER_BYTES);
+    if (peer_send(p, "SELECT ok, promised, max_slot, entries, seen_inc, upto"
+                  " FROM svcbus._paxos_recover($1, $2, $3, $4, $5, $6)",
+                  6, vals, NULL, NULL))
     {
         peer_push(p, REQ_RECOVER, rec_ballot, rec_from, now);
         p->rec_asked = true;
@@ -661,6 +666,7 @@ peer_read(Peer *p, TimestampTz now)
                         o->promised = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
                         o->max_slot = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
                         o->inc = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
+                        o->upto = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
                         raw = PQgetisnull(r, 0, 3) ? NULL :
                             PQunescapeBytea((unsigned char *) PQgetvalue(r, 0, 3), &n);
                         if (raw)
@@ -1007,6 +1013,7 @@ on_reply(Peer *p, Outstanding *o, TimestampTz now)
         }
         merge_entries(o, rec_from);
         rec_window_max = Max(rec_window_max, o->max_slot);
+        rec_window_end = Min(rec_window_end, o->upto);
         rec_inc = Max(rec_inc, o->inc);
         p->rec_done = true;
         return;
@@ -1298,9 +1305,12 @@ recovery_store(void)
         elog(ERROR, "svcbus paxos: could not prepare the recovery insert");
     for (int i = 0; i < nrecovered; i++)
     {
-        bytea      *v = (bytea *) palloc(VARHDRSZ + recovered[i].len);
+        bytea      *v;
         Datum       vals[3];
 
+        if (recovered[i].slot > rec_window_end)
+            continue;           /* not every member's answer covers it: next window */
+        v = (bytea *) palloc(VARHDRSZ + recovered[i].len);
         /*
          * A value accepted before a member promised our ballot is what our
          * phase 1 found: we accept it at our ballot, as a leader would
@@ -1404,6 +1414,7 @@ recovery_drive(TimestampTz now)
         rec_active = true;
         rec_target = -1;
         rec_window_max = 0;
+        rec_window_end = PG_INT64_MAX;
         rec_label_max = 0;
         rec_inc = 0;
         rec_started = now;
@@ -1432,7 +1443,8 @@ recovery_drive(TimestampTz now)
     recovered_clear();
     if (rec_target < 0)
         rec_target = rec_window_max;
-    rec_from += RECOVER_WINDOW;
+    rec_from = Max(rec_window_end, rec_from) + 1;
+    rec_window_end = PG_INT64_MAX;
     for (int i = 0; i < npeers; i++)
         peers[i].rec_asked = peers[i].rec_done = false;
     if (rec_from > rec_target)

@@ -697,14 +697,16 @@ svcbus_paxos_forward(PG_FUNCTION_ARGS)
 }
 
 /*
- * svcbus._paxos_recover(ballot, from_slot, to_slot, caller, first)
- *   -> (ok, promised, max_slot, entries, seen_inc)
+ * svcbus._paxos_recover(ballot, from_slot, to_slot, caller, first, max_bytes)
+ *   -> (ok, promised, max_slot, entries, seen_inc, upto)
  * Phase 1 for a member that lost state (bus/README-paxos.md, "Lost
  * state").  first: when ballot > promised, promise it durably and return, read
  * after the promise with the acceptor row held, the accepted (slot,
  * ballot, value) in [from, to] (encoded as in a promise), the highest
  * accepted slot and the latest incarnation of the caller this node has
- * seen; otherwise ok = false with the promised ballot.  Not first (the
+ * seen; upto is the last slot the answer covers (below to_slot when the
+ * values reached max_bytes; at least one value is always returned).
+ * Otherwise ok = false with the promised ballot.  Not first (the
  * later windows of a recovery whose ballot every member promised): the
  * same, read without a promise.  Answered whether
  * or not this node is recovering itself, and without identity checks: the
@@ -718,13 +720,16 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
     int64       from = PG_GETARG_INT64(1);
     int64       to = PG_GETARG_INT64(2);
     bool        first = PG_GETARG_BOOL(4);
+    int64       max_bytes = PG_GETARG_INT32(5);
+    int64       upto = to;
+    Portal      portal;
     int64       promised, inc, max_slot = 0;
     bool        recovering;
     StringInfoData buf;
     bytea      *out;
     TupleDesc   tupdesc;
-    Datum       values[5];
-    bool        nulls[5] = {false, false, false, false, false};
+    Datum       values[6];
+    bool        nulls[6] = {false, false, false, false, false, false};
     int64       seen_inc = 0;
     int         pi;
     Oid         types[2] = {INT8OID, INT8OID};
@@ -749,6 +754,7 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
         values[2] = Int64GetDatum(0);
         nulls[3] = true;
         values[4] = Int64GetDatum(0);
+        values[5] = Int64GetDatum(0);
         PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
     }
     if (first)
@@ -766,27 +772,42 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
 
         max_slot = isnull ? 0 : DatumGetInt64(d);
     }
-    if (SPI_execute_with_args("SELECT slot, ballot, value FROM svcbus_internal.paxos_log"
-                              " WHERE slot BETWEEN $1 AND $2 ORDER BY slot",
-                              2, types, vals, NULL, false, 0) != SPI_OK_SELECT)
-        elog(ERROR, "svcbus: could not read the paxos log");
-    for (uint64 i = 0; i < SPI_processed; i++)
+    /* A cursor: the window may hold more than max_bytes of values. */
+    portal = SPI_cursor_open_with_args(NULL, "SELECT slot, ballot, value FROM svcbus_internal.paxos_log"
+                                       " WHERE slot BETWEEN $1 AND $2 ORDER BY slot",
+                                       2, types, vals, NULL, false, 0);
+    for (bool full = false; !full;)
     {
-        HeapTuple   tup = SPI_tuptable->vals[i];
-        TupleDesc   d = SPI_tuptable->tupdesc;
-        bytea      *v;
-        uint32      len;
-        uint8       lb[4];
+        SPI_cursor_fetch(portal, true, 64);
+        if (SPI_processed == 0)
+            break;
+        for (uint64 i = 0; i < SPI_processed; i++)
+        {
+            HeapTuple   tup = SPI_tuptable->vals[i];
+            TupleDesc   d = SPI_tuptable->tupdesc;
+            int64       slot = DatumGetInt64(SPI_getbinval(tup, d, 1, &isnull));
+            bytea      *v;
+            uint32      len;
+            uint8       lb[4];
 
-        put_i64(&buf, DatumGetInt64(SPI_getbinval(tup, d, 1, &isnull)));
-        put_i64(&buf, DatumGetInt64(SPI_getbinval(tup, d, 2, &isnull)));
-        v = DatumGetByteaPP(SPI_getbinval(tup, d, 3, &isnull));
-        len = VARSIZE_ANY_EXHDR(v);
-        for (int k = 0; k < 4; k++)
-            lb[k] = (uint8) (len >> (8 * k));
-        appendBinaryStringInfo(&buf, (char *) lb, 4);
-        appendBinaryStringInfo(&buf, VARDATA_ANY(v), len);
+            if (buf.len >= max_bytes)
+            {
+                upto = slot - 1;
+                full = true;
+                break;
+            }
+            put_i64(&buf, slot);
+            put_i64(&buf, DatumGetInt64(SPI_getbinval(tup, d, 2, &isnull)));
+            v = DatumGetByteaPP(SPI_getbinval(tup, d, 3, &isnull));
+            len = VARSIZE_ANY_EXHDR(v);
+            for (int k = 0; k < 4; k++)
+                lb[k] = (uint8) (len >> (8 * k));
+            appendBinaryStringInfo(&buf, (char *) lb, 4);
+            appendBinaryStringInfo(&buf, VARDATA_ANY(v), len);
+        }
+        SPI_freetuptable(SPI_tuptable);
     }
+    SPI_cursor_close(portal);
     svcbus_paxos_load_seen(c);
     SPI_finish();
     pi = svcbus_paxos_peer_index(c, PG_GETARG_INT64(3));
@@ -804,5 +825,6 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
     values[2] = Int64GetDatum(max_slot);
     values[3] = PointerGetDatum(out);
     values[4] = Int64GetDatum(seen_inc);
+    values[5] = Int64GetDatum(upto);
     PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

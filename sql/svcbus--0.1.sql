@@ -819,16 +819,17 @@ SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION svcbus._paxos_forward(bytea) IS
   'Hand clients'' commands to this node while it leads (called by followers).';
 CREATE FUNCTION svcbus._paxos_recover(ballot bigint, from_slot bigint, to_slot bigint, caller bigint,
-    first boolean, OUT ok boolean, OUT promised bigint, OUT max_slot bigint, OUT entries bytea, OUT seen_inc bigint)
+    first boolean, max_bytes integer, OUT ok boolean, OUT promised bigint, OUT max_slot bigint,
+    OUT entries bytea, OUT seen_inc bigint, OUT upto bigint)
 AS 'MODULE_PATHNAME', 'svcbus_paxos_recover'
 LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
-COMMENT ON FUNCTION svcbus._paxos_recover(bigint, bigint, bigint, bigint, boolean) IS
+COMMENT ON FUNCTION svcbus._paxos_recover(bigint, bigint, bigint, bigint, boolean, integer) IS
   'Paxos phase 1 for a member that lost state: promise, then this node''s accepted values in a slot range (called by peers).';
 REVOKE ALL ON FUNCTION svcbus._paxos_prepare(bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint),
                        svcbus._paxos_accept(bigint, bytea, bigint, bigint, bigint, bigint, bigint, bigint, bigint),
                        svcbus._paxos_forward(bytea),
-                       svcbus._paxos_recover(bigint, bigint, bigint, bigint, boolean) FROM PUBLIC;
+                       svcbus._paxos_recover(bigint, bigint, bigint, bigint, boolean, integer) FROM PUBLIC;
 
 -- The registry.
 CREATE FUNCTION svcbus.kv_put(key text, value text, lease bigint DEFAULT 0) RETURNS bigint

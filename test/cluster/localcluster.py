@@ -61,6 +61,19 @@ class LocalCluster:
     def wait_leader(self, timeout=30):
         return wait_for(self.leader, timeout=timeout, what="a cluster leader")
 
+    def wait_voting(self, timeout=60):
+        """Wait until no member is recovering from lost state."""
+        def voting():
+            for c in self.nodes:
+                try:
+                    r = c.execute("SELECT role FROM svcbus.cluster WHERE self")
+                except Exception:
+                    return False
+                if not r or r[0][0] == "recovering":
+                    return False
+            return True
+        return wait_for(voting, timeout=timeout, what="every member to vote again")
+
     def follower(self):
         lead = self.wait_leader()
         return 1 if lead != 1 else 2

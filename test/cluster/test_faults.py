@@ -125,6 +125,15 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, m
             extra.heal()
         faults.heal()
         lc.wait_leader()
+        # A node restored or emptied by the last faults may still be recovering
+        # (it does not vote or answer until then): wait for it, bounded.
+        t_rec = time.monotonic()
+        try:
+            lc.wait_voting(timeout=180)
+        except AssertionError:
+            pass
+        log("# after the last fault every node votes again within %.1f s" % (time.monotonic() - t_rec),
+            flush=True)
         final_reads(lambda i: lc.node(i).connect(), range(1, n + 1), keys, hist)
         os.makedirs(RESULTS, exist_ok=True)
         path = os.path.join(RESULTS, "history-%s-%d-%d.jsonl" % (tag, n, seed))

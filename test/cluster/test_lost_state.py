@@ -152,6 +152,9 @@ def empty_dir(tap):
         tap(sys_after != sys_before and "has lost acknowledged state" in B.log_text(),
             "a node restarted on an empty data directory (new system identifier) finds it lost"
             " state, and recovers from the others (votes again %.1f s after its start)" % t_rec)
+        # its first reads wait for the election its recovery caused and its catch-up
+        wait_for(lambda: try_get(B, "k0") is not None and "yes", timeout=60,
+                 what="node %d to answer a read" % b)
         got = {k: get(B, k) for k in expect}
         tap(got == expect, "it catches up the whole log: every acknowledged write reads the same on it"
             " (%d keys, %.1f s after its start)" % (len(expect), time.monotonic() - t0),

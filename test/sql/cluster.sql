@@ -25,7 +25,7 @@ CREATE ROLE cluster_nobody;
 SET ROLE cluster_nobody;
 SELECT svcbus._paxos_prepare(1, 1, 0, 0, 0, 0, 0, 0);
 \echo :LAST_ERROR_SQLSTATE
-SELECT svcbus._paxos_recover(1, 1, 1, 1, true);
+SELECT svcbus._paxos_recover(1, 1, 1, 1, true, 1024);
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 DROP ROLE cluster_nobody;
