@@ -170,6 +170,8 @@ def run(n, seed, kinds, window=3.0, clients_per_node=2, log=print, duration=0, m
             for line in lc.node(i).log_text().splitlines():
                 if "terminated by signal" in line and "signal 9" not in line:
                     crashes.append("node %d: %s" % (i, line.strip()))
+            if any("node %d:" % i in c for c in crashes):
+                crashes.extend(lc.node(i).core_backtraces())
         results.append((not crashes, "%d nodes: no server process crashed" % n, "\n".join(crashes[:10])))
         ht = sorted(h for h in heal_times if h is not None)
         if ht:

@@ -161,7 +161,7 @@ class Cluster:
             self.init()
         env = ["env"] + ["%s=%s" % kv for kv in sorted(self.env.items())] if self.env else []
         r = _as_postgres(env + [os.path.join(PG_BIN, "pg_ctl"), "-D", self.data, "-l",
-                                self.logfile, "-w", "-t", "60", "start"])
+                                self.logfile, "-c", "-w", "-t", "60", "start"])
         if r.returncode != 0:
             raise RuntimeError("pg_ctl start failed: %s%s\n%s"
                                % (r.stdout, r.stderr, self.log_text()[-3000:]))
@@ -224,6 +224,27 @@ class Cluster:
                 return f.read()
         except OSError:
             return ""
+
+    def core_backtraces(self, limit=3):
+        """Backtraces of the core files a crashed server process left in the
+        data directory (pg_ctl -c allows them; the kernel's core_pattern
+        decides where they go), when gdb is installed."""
+        out = []
+        gdb = shutil.which("gdb")
+        try:
+            cores = sorted(f for f in os.listdir(self.data) if f.startswith("core"))
+        except OSError:
+            cores = []
+        for name in cores[:limit]:
+            if gdb is None:
+                out.append("%s (install gdb for a backtrace)" % name)
+                continue
+            r = subprocess.run([gdb, "-batch", "-ex", "bt", os.path.join(PG_BIN, "postgres"),
+                                os.path.join(self.data, name)], capture_output=True, text=True,
+                               timeout=120)
+            out.append("%s:\n%s" % (name, "\n".join(l for l in r.stdout.splitlines()
+                                                     if l.startswith("#"))[:4000]))
+        return out
 
 
 class Gateway:
@@ -296,6 +317,27 @@ class Gateway:
                 return f.read()
         except OSError:
             return ""
+
+    def core_backtraces(self, limit=3):
+        """Backtraces of the core files a crashed server process left in the
+        data directory (pg_ctl -c allows them; the kernel's core_pattern
+        decides where they go), when gdb is installed."""
+        out = []
+        gdb = shutil.which("gdb")
+        try:
+            cores = sorted(f for f in os.listdir(self.data) if f.startswith("core"))
+        except OSError:
+            cores = []
+        for name in cores[:limit]:
+            if gdb is None:
+                out.append("%s (install gdb for a backtrace)" % name)
+                continue
+            r = subprocess.run([gdb, "-batch", "-ex", "bt", os.path.join(PG_BIN, "postgres"),
+                                os.path.join(self.data, name)], capture_output=True, text=True,
+                               timeout=120)
+            out.append("%s:\n%s" % (name, "\n".join(l for l in r.stdout.splitlines()
+                                                     if l.startswith("#"))[:4000]))
+        return out
 
 
 def _alive(pid):
