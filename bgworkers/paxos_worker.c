@@ -1262,21 +1262,28 @@ follower_forward(TimestampTz now)
  */
 
 /* A peer found this node behind what it saw of it: stop voting, durably. */
+/* Update this node's acceptor row in a transaction of its own, committed synchronously. */
 static void
-mark_lost(void)
+acceptor_row_update(const char *sql, int nargs, Oid *types, Datum *vals, const char *what)
 {
     StartTransactionCommand();
     PushActiveSnapshot(GetTransactionSnapshot());
     SPI_connect();
     SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
-    if (SPI_execute("UPDATE svcbus_internal.paxos_acceptor SET recovering = true WHERE id = 1",
-                    false, 0) != SPI_OK_UPDATE)
-        elog(ERROR, "svcbus paxos: could not mark this node recovering");
+    if (SPI_execute_with_args(sql, nargs, types, vals, NULL, false, 0) != SPI_OK_UPDATE)
+        elog(ERROR, "svcbus paxos: could not %s", what);
     SPI_finish();
     PopActiveSnapshot();
     CommitTransactionCommand();
     note_durable_end();
     MemoryContextSwitchTo(loop_cxt);
+}
+
+static void
+mark_lost(void)
+{
+    acceptor_row_update("UPDATE svcbus_internal.paxos_acceptor SET recovering = true WHERE id = 1",
+                        0, NULL, NULL, "mark this node recovering");
     LWLockAcquire(cs->lock, LW_EXCLUSIVE);
     cs->recovering = true;
     LWLockRelease(cs->lock);
@@ -1347,24 +1354,14 @@ recovery_finish(TimestampTz now)
     LWLockRelease(cs->lock);
     vals[0] = Int64GetDatum(Max(rec_ballot, rec_label_max));
     vals[1] = Int64GetDatum(inc);
-    StartTransactionCommand();
-    PushActiveSnapshot(GetTransactionSnapshot());
-    SPI_connect();
-    SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
     /*
      * A new incarnation, above any of ours a member saw: what peers expect
      * of an older one was sent before this recovery and no longer counts.
      */
-    if (SPI_execute_with_args("UPDATE svcbus_internal.paxos_acceptor"
-                              " SET promised = GREATEST(promised, $1), recovering = false,"
-                              " incarnation = $2 WHERE id = 1",
-                              2, types, vals, NULL, false, 0) != SPI_OK_UPDATE)
-        elog(ERROR, "svcbus paxos: could not end this node's recovery");
-    SPI_finish();
-    PopActiveSnapshot();
-    CommitTransactionCommand();
-    note_durable_end();
-    MemoryContextSwitchTo(loop_cxt);
+    acceptor_row_update("UPDATE svcbus_internal.paxos_acceptor"
+                        " SET promised = GREATEST(promised, $1), recovering = false,"
+                        " incarnation = $2 WHERE id = 1",
+                        2, types, vals, "end this node's recovery");
 
     LWLockAcquire(cs->lock, LW_EXCLUSIVE);
     cs->recovering = false;

@@ -190,9 +190,17 @@ svcbus_paxos_identity(int64 *sysid, int64 *lsn)
     XLogRecPtr  flushed = GetFlushRecPtr(NULL);
     XLogRecPtr  end = XactLastCommitEnd;
 
+    bool        raise;
+
     *sysid = (int64) GetSystemIdentifier();
+    LWLockAcquire(c->lock, LW_SHARED);
+    raise = end != InvalidXLogRecPtr && end <= flushed && (int64) end > c->durable_end;
+    *lsn = c->durable_end;
+    LWLockRelease(c->lock);
+    if (!raise)
+        return;
     LWLockAcquire(c->lock, LW_EXCLUSIVE);
-    if (end != InvalidXLogRecPtr && end <= flushed && (int64) end > c->durable_end)
+    if ((int64) end > c->durable_end)
         c->durable_end = (int64) end;
     *lsn = c->durable_end;
     LWLockRelease(c->lock);
@@ -387,6 +395,21 @@ put_i64(StringInfo buf, int64 v)
     appendBinaryStringInfo(buf, (char *) b, 8);
 }
 
+/* One entry of a promise: [slot i64][ballot i64][len u32][value]. */
+static void
+put_entry(StringInfo buf, int64 slot, int64 ballot, bytea *v)
+{
+    uint32      len = VARSIZE_ANY_EXHDR(v);
+    uint8       lb[4];
+
+    put_i64(buf, slot);
+    put_i64(buf, ballot);
+    for (int k = 0; k < 4; k++)
+        lb[k] = (uint8) (len >> (8 * k));
+    appendBinaryStringInfo(buf, (char *) lb, 4);
+    appendBinaryStringInfo(buf, VARDATA_ANY(v), len);
+}
+
 static int64
 get_i64(const uint8 *p)
 {
@@ -511,18 +534,10 @@ svcbus_paxos_prepare(PG_FUNCTION_ARGS)
             HeapTuple   tup = SPI_tuptable->vals[i];
             TupleDesc   d = SPI_tuptable->tupdesc;
             bool        isnull;
-            bytea      *v;
-            uint32      len;
-            uint8       lb[4];
 
-            put_i64(&buf, DatumGetInt64(SPI_getbinval(tup, d, 1, &isnull)));
-            put_i64(&buf, DatumGetInt64(SPI_getbinval(tup, d, 2, &isnull)));
-            v = DatumGetByteaPP(SPI_getbinval(tup, d, 3, &isnull));
-            len = VARSIZE_ANY_EXHDR(v);
-            for (int k = 0; k < 4; k++)
-                lb[k] = (uint8) (len >> (8 * k));
-            appendBinaryStringInfo(&buf, (char *) lb, 4);
-            appendBinaryStringInfo(&buf, VARDATA_ANY(v), len);
+            put_entry(&buf, DatumGetInt64(SPI_getbinval(tup, d, 1, &isnull)),
+                      DatumGetInt64(SPI_getbinval(tup, d, 2, &isnull)),
+                      DatumGetByteaPP(SPI_getbinval(tup, d, 3, &isnull)));
         }
     }
     SPI_finish();
@@ -786,9 +801,6 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
             HeapTuple   tup = SPI_tuptable->vals[i];
             TupleDesc   d = SPI_tuptable->tupdesc;
             int64       slot = DatumGetInt64(SPI_getbinval(tup, d, 1, &isnull));
-            bytea      *v;
-            uint32      len;
-            uint8       lb[4];
 
             if (buf.len >= max_bytes)
             {
@@ -796,14 +808,8 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
                 full = true;
                 break;
             }
-            put_i64(&buf, slot);
-            put_i64(&buf, DatumGetInt64(SPI_getbinval(tup, d, 2, &isnull)));
-            v = DatumGetByteaPP(SPI_getbinval(tup, d, 3, &isnull));
-            len = VARSIZE_ANY_EXHDR(v);
-            for (int k = 0; k < 4; k++)
-                lb[k] = (uint8) (len >> (8 * k));
-            appendBinaryStringInfo(&buf, (char *) lb, 4);
-            appendBinaryStringInfo(&buf, VARDATA_ANY(v), len);
+            put_entry(&buf, slot, DatumGetInt64(SPI_getbinval(tup, d, 2, &isnull)),
+                      DatumGetByteaPP(SPI_getbinval(tup, d, 3, &isnull)));
         }
         SPI_freetuptable(SPI_tuptable);
     }

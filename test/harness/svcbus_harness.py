@@ -318,27 +318,6 @@ class Gateway:
         except OSError:
             return ""
 
-    def core_backtraces(self, limit=3):
-        """Backtraces of the core files a crashed server process left in the
-        data directory (pg_ctl -c allows them; the kernel's core_pattern
-        decides where they go), when gdb is installed."""
-        out = []
-        gdb = shutil.which("gdb")
-        try:
-            cores = sorted(f for f in os.listdir(self.data) if f.startswith("core"))
-        except OSError:
-            cores = []
-        for name in cores[:limit]:
-            if gdb is None:
-                out.append("%s (install gdb for a backtrace)" % name)
-                continue
-            r = subprocess.run([gdb, "-batch", "-ex", "bt", os.path.join(PG_BIN, "postgres"),
-                                os.path.join(self.data, name)], capture_output=True, text=True,
-                               timeout=120)
-            out.append("%s:\n%s" % (name, "\n".join(l for l in r.stdout.splitlines()
-                                                     if l.startswith("#"))[:4000]))
-        return out
-
 
 def _alive(pid):
     try:
