@@ -41,6 +41,7 @@ OBJS = \
 	bus/cache_shmem.o \
 	bus/cache_xact.o \
 	bus/cluster_sm.o \
+	bus/cluster_snapshot.o \
 	bus/cluster_lock_sm.o \
 	bus/cluster_shmem.o \
 	bus/registry_sm.o \

@@ -43,6 +43,7 @@
 #include "utils/timestamp.h"
 
 #include "bus/cluster.h"
+#include "bus/cluster_snapshot.h"
 #include "extension/cluster_api.h"
 #include "extension/svcbus.h"
 
@@ -66,13 +67,18 @@ typedef enum ReqKind
     REQ_PREPARE = 1,
     REQ_ACCEPT,
     REQ_FORWARD,
-    REQ_RECOVER
+    REQ_RECOVER,
+    REQ_SNAPSHOT
 } ReqKind;
 
 /* Reply states of prepare and accept (extension/cluster_acceptor.c). */
 #define ID_OK           0
 #define ID_RECOVERING   1           /* the peer does not vote */
 #define ID_CALLER_LOST  2           /* the peer saw a later state of this node */
+#define ID_TRUNCATED    3           /* prepare: the slots asked for are truncated there */
+
+#define SNAPSHOT_ASK_MS     10000       /* a snapshot request outstanding at most this long */
+#define STUCK_MS            1000        /* no apply progress below the commit index: ask for a snapshot */
 
 typedef struct Outstanding
 {
@@ -92,8 +98,11 @@ typedef struct Outstanding
     int64       inc;                /* (recover: its latest incarnation of us) */
     int64       lsn;
     int64       you[3];             /* what the peer saw of us: sysid, inc, lsn */
-    int64       max_slot;           /* recover: the peer's highest slot */
+    int64       max_slot;           /* recover: the peer's highest slot; snapshot: its slot */
     int64       upto;               /* recover: last slot the reply covers */
+    int64       truncated;          /* recover: the peer's log starts after it */
+    int64       snap_time;          /* snapshot: cluster time and digest at its slot */
+    int64       snap_digest;
     char       *entries;            /* prepare: raw bytes (palloc'd in TopMemoryContext) */
     size_t      entries_len;
 } Outstanding;
@@ -203,6 +212,19 @@ static int64 rec_label_max = 0;     /* highest ballot among the values read */
 static int64 rec_inc = 0;           /* highest incarnation of ours any member saw */
 static TimestampTz rec_started = 0;
 static TimestampTz seen_saved_at = 0;
+static int  rec_snap_peer = 0;      /* a member whose log starts after rec_from */
+static int64 rec_snap_trunc = 0;
+static bool rec_snap_wait = false;  /* recovery waits for that member's snapshot */
+
+/* snapshots (bus/README-paxos.md, "Snapshots") */
+static int64 snap_slot = 0;         /* our latest snapshot's slot */
+static int64 log_truncated = 0;     /* our log holds no slot at or below it */
+static int64 n_snapshots = 0;
+static int64 n_installs = 0;
+static bool snap_pending = false;   /* a REQ_SNAPSHOT is outstanding */
+static TimestampTz snap_asked_at = 0;
+static int64 progress_applied = -1; /* stuck detection */
+static TimestampTz progress_at = 0;
 
 static int64
 mono_ms(void)
@@ -254,11 +276,12 @@ update_detail(void)
     commit = cs->commit;
     LWLockRelease(cs->lock);
     snprintf(buf, sizeof(buf),
-             "%s, ballot %lld, commit %lld, applied %lld, batches %lld, commands %lld, forwarded %lld (%lld lost with a connection), elections %lld, recoveries %lld",
+             "%s, ballot %lld, commit %lld, applied %lld, batches %lld, commands %lld, forwarded %lld (%lld lost with a connection), elections %lld, recoveries %lld, snapshot at %lld (log from %lld), snapshots %lld, installed %lld",
              svcbus_cluster_role_name(role), (long long) my_ballot, (long long) commit,
              (long long) applied, (long long) n_batches, (long long) n_commands,
              (long long) n_forwarded, (long long) n_forward_dropped, (long long) n_elections,
-             (long long) n_recoveries);
+             (long long) n_recoveries, (long long) snap_slot, (long long) log_truncated + 1,
+             (long long) n_snapshots, (long long) n_installs);
     if (role == SVCBUS_ROLE_RECOVERING && rec_active)
         snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "; reading slot %lld of %lld from the others",
                  (long long) rec_from, (long long) rec_target);
@@ -303,6 +326,8 @@ peer_drop(Peer *p, const char *why)
         }
         if (o->kind == REQ_RECOVER && o->last_slot == rec_from)
             p->rec_asked = false;   /* ask again when it is back */
+        if (o->kind == REQ_SNAPSHOT)
+            snap_pending = false;
         if (o->entries)
             pfree(o->entries);
         o->entries = NULL;
@@ -482,7 +507,7 @@ send_recover(Peer *p, TimestampTz now)
     snprintf(t, sizeof(t), INT64_FORMAT, rec_from + RECOVER_WINDOW - 1);
     snprintf(m, sizeof(m), "%d", me);
     snprintf(c, sizeof(c), "%d", RECOVER_BYTES);
-    if (peer_send(p, "SELECT ok, promised, max_slot, entries, seen_inc, upto"
+    if (peer_send(p, "SELECT ok, promised, max_slot, entries, seen_inc, upto, truncated"
                   " FROM svcbus._paxos_recover($1, $2, $3, $4, $5, $6)",
                   6, vals, NULL, NULL))
     {
@@ -551,9 +576,18 @@ send_accept(Peer *p, TimestampTz now, bool heartbeat_only)
             upto = read_own_log(s, Min(mem_lo, last_slot), &entries, MAX_ACCEPT_BYTES);
             if (upto < s)
             {
-                /* Not in the own log either (truncated later): cannot help. */
-                pfree(entries.data);
-                return;
+                /*
+                 * Truncated behind our snapshot: the member must install
+                 * it (it asks when it sees it cannot apply).  Keep it in
+                 * contact with heartbeats meanwhile, at their rate.
+                 */
+                if (!TimestampDifferenceExceeds(p->last_send, now, svcbus_cluster_heartbeat_ms))
+                {
+                    pfree(entries.data);
+                    return;
+                }
+                resetStringInfo(&entries);
+                upto = p->next - 1;
             }
         }
         else
@@ -618,11 +652,277 @@ note_durable_end(void)
 }
 
 /* ---------------------------------------------------------------------
+ * Snapshots (bus/README-paxos.md, "Snapshots")
+ */
+
+/* Ask p for its latest snapshot if it is past what we applied. */
+static void
+request_snapshot(Peer *p, TimestampTz now)
+{
+    char        a[32];
+    const char *vals[1] = {a};
+
+    if (snap_pending && !TimestampDifferenceExceeds(snap_asked_at, now, SNAPSHOT_ASK_MS))
+        return;
+    if (!peer_can_send(p))
+        return;
+    LWLockAcquire(cs->lock, LW_SHARED);
+    snprintf(a, sizeof(a), INT64_FORMAT, cs->applied);
+    LWLockRelease(cs->lock);
+    if (peer_send(p, "SELECT slot, applied_time, digest, image FROM svcbus._paxos_snapshot($1)",
+                  1, vals, NULL, NULL))
+    {
+        peer_push(p, REQ_SNAPSHOT, 0, 0, now);
+        snap_pending = true;
+        snap_asked_at = now;
+    }
+}
+
+static Peer *
+peer_by_id(int id)
+{
+    for (int i = 0; i < npeers; i++)
+        if (peers[i].id == id)
+            return &peers[i];
+    return NULL;
+}
+
+/* Write the snapshot row (and truncate our log up to `truncate_to`); SPI connected. */
+static void
+store_snapshot(const SvcbusSnapMeta *m, const uint8 *img, size_t len, int64 truncate_to)
+{
+    Oid         types[4] = {INT8OID, INT8OID, INT8OID, BYTEAOID};
+    Datum       vals[4];
+    bytea      *v = (bytea *) palloc_extended(VARHDRSZ + len, MCXT_ALLOC_HUGE);
+    Oid         ttypes[1] = {INT8OID};
+    Datum       tvals[1] = {Int64GetDatum(truncate_to)};
+
+    SET_VARSIZE(v, VARHDRSZ + len);
+    memcpy(VARDATA(v), img, len);
+    vals[0] = Int64GetDatum(m->slot);
+    vals[1] = Int64GetDatum(m->time_ms);
+    vals[2] = Int64GetDatum((int64) m->digest);
+    vals[3] = PointerGetDatum(v);
+    if (SPI_execute_with_args("UPDATE svcbus_internal.paxos_snapshot SET slot = $1, applied_time = $2,"
+                              " digest = $3, image = $4 WHERE id = 1",
+                              4, types, vals, NULL, false, 0) != SPI_OK_UPDATE)
+        elog(ERROR, "svcbus paxos: could not store a snapshot");
+    pfree(v);
+    if (truncate_to <= 0)
+        return;
+    /*
+     * The acceptor row first: a prepare or accept in progress holds it, so
+     * this waits for it, and one that comes later reads the new
+     * `truncated` (and refuses a prepare from below it) before it reads
+     * the log (extension/cluster_acceptor.c, lock_promised).
+     */
+    if (SPI_execute_with_args("UPDATE svcbus_internal.paxos_acceptor SET truncated = GREATEST(truncated, $1)"
+                              " WHERE id = 1", 1, ttypes, tvals, NULL, false, 0) != SPI_OK_UPDATE ||
+        SPI_execute_with_args("DELETE FROM svcbus_internal.paxos_log WHERE slot <= $1",
+                              1, ttypes, tvals, NULL, false, 0) != SPI_OK_DELETE)
+        elog(ERROR, "svcbus paxos: could not truncate the log");
+}
+
+/*
+ * Every svcbus.cluster_snapshot_every applied slots: a snapshot of the
+ * state machines at the applied slot, and the log truncated up to the
+ * previous snapshot (one interval stays for members that lag a little).
+ * Asynchronous commit: if a crash loses it, the log it would have
+ * truncated is still there.
+ */
+static void
+take_snapshot(void)
+{
+    SvcbusSnapArea areas[SVCBUS_SNAPSHOT_AREAS];
+    SvcbusSnapMeta m;
+    int         n;
+    size_t      size, len;
+    uint8      *img;
+    int64       applied, prev = snap_slot;
+    int64       t0 = mono_ms();
+
+    LWLockAcquire(cs->lock, LW_SHARED);
+    applied = cs->applied;
+    m.slot = applied;
+    m.time_ms = cs->applied_time;
+    m.digest = cs->applied_digest;
+    LWLockRelease(cs->lock);
+    if (applied - snap_slot < svcbus_cluster_snapshot_every)
+        return;
+    n = svcbus_cluster_state_areas(areas, true);
+    /* This process is the only writer of the arenas: they hold still. */
+    LWLockAcquire(cs->sm_lock, LW_SHARED);
+    size = svcbus_snapshot_size(areas, n);
+    img = palloc_extended(size, MCXT_ALLOC_HUGE);
+    len = svcbus_snapshot_encode(img, size, &m, areas, n);
+    LWLockRelease(cs->sm_lock);
+    svcbus_cluster_free_templates(areas, n);
+    if (len == 0)
+        elog(ERROR, "svcbus paxos: could not encode a snapshot");
+
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    SetConfigOption("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION);
+    store_snapshot(&m, img, len, prev);
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    MemoryContextSwitchTo(loop_cxt);
+    pfree(img);
+    snap_slot = applied;
+    log_truncated = Max(log_truncated, prev);
+    n_snapshots++;
+    elog(LOG, "svcbus paxos: node %d took a snapshot at slot " INT64_FORMAT " (%zu bytes, %lld ms);"
+         " log truncated up to slot " INT64_FORMAT, me, applied, len, (long long) (mono_ms() - t0), prev);
+}
+
+/*
+ * Install a peer's snapshot past our applied index: check it, store it and
+ * truncate our log up to its slot (durably, in one transaction), then put
+ * it into the arenas.  Commands of clients waiting on slots it covers are
+ * not delivered: their calls end with "outcome unknown" (SB202).
+ */
+static void
+install_snapshot(Peer *p, const Outstanding *o)
+{
+    SvcbusSnapArea areas[SVCBUS_SNAPSHOT_AREAS];
+    SvcbusSnapMeta m;
+    SvcbusSnapRc rc;
+    int         n = svcbus_cluster_state_areas(areas, false);
+    int64       applied;
+    Oid         types[3] = {INT8OID, INT8OID, INT8OID};
+    Datum       vals[3];
+
+    LWLockAcquire(cs->lock, LW_SHARED);
+    applied = cs->applied;
+    LWLockRelease(cs->lock);
+    if (o->entries == NULL || o->max_slot <= applied)
+        return;
+    rc = svcbus_snapshot_check((const uint8 *) o->entries, o->entries_len, &m, areas, n);
+    if (rc == SVCBUS_SNAP_OK && (m.slot != o->max_slot || m.time_ms != o->snap_time ||
+                                 (int64) m.digest != o->snap_digest))
+        rc = SVCBUS_SNAP_MALFORMED;
+    if (rc != SVCBUS_SNAP_OK)
+    {
+        elog(WARNING, "svcbus paxos: node %d refused the snapshot of node %d at slot " INT64_FORMAT ": %s",
+             me, p->id, o->max_slot, svcbus_snapshot_rc_name(rc));
+        return;
+    }
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_SESSION);
+    store_snapshot(&m, (const uint8 *) o->entries, o->entries_len, m.slot);
+    vals[0] = Int64GetDatum(m.slot);
+    vals[1] = Int64GetDatum(m.time_ms);
+    vals[2] = Int64GetDatum((int64) m.digest);
+    if (SPI_execute_with_args("UPDATE svcbus_internal.paxos_learner SET applied = $1,"
+                              " applied_time = $2, digest = $3 WHERE id = 1",
+                              3, types, vals, NULL, false, 0) != SPI_OK_UPDATE)
+        elog(ERROR, "svcbus paxos: could not store the applied index");
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    note_durable_end();
+    MemoryContextSwitchTo(loop_cxt);
+
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    LWLockAcquire(cs->sm_lock, LW_EXCLUSIVE);
+    svcbus_cluster_state_reset();
+    svcbus_snapshot_apply((const uint8 *) o->entries, o->entries_len, areas, n);
+    cs->applied = m.slot;
+    cs->applied_time = m.time_ms;
+    cs->applied_digest = m.digest;
+    LWLockRelease(cs->sm_lock);
+    LWLockRelease(cs->lock);
+    ConditionVariableBroadcast(&cs->applied_cv);
+    snap_slot = m.slot;
+    log_truncated = Max(log_truncated, m.slot);
+    n_installs++;
+    elog(LOG, "svcbus paxos: node %d installed the snapshot of node %d at slot " INT64_FORMAT
+         " (%zu bytes; it had applied up to " INT64_FORMAT ")", me, p->id, m.slot, o->entries_len, applied);
+}
+
+/* What this node's snapshot and truncation point are (at worker start). */
+static void
+load_snapshot_state(void)
+{
+    bool        isnull;
+
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    if (SPI_execute("SELECT s.slot, a.truncated FROM svcbus_internal.paxos_snapshot s,"
+                    " svcbus_internal.paxos_acceptor a WHERE s.id = 1 AND a.id = 1",
+                    true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+        elog(ERROR, "svcbus paxos: could not read this node's snapshot state");
+    snap_slot = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    log_truncated = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    MemoryContextSwitchTo(loop_cxt);
+}
+
+/*
+ * A follower that cannot apply (the commit index is ahead, nothing applied
+ * for a while) may be behind the leader's truncated log: ask the leader
+ * for its snapshot (it answers with none if it has nothing newer).
+ */
+static void
+check_stuck(TimestampTz now)
+{
+    int64       applied, commit;
+    int         leader;
+    Peer       *p;
+
+    LWLockAcquire(cs->lock, LW_SHARED);
+    applied = cs->applied;
+    commit = cs->commit;
+    leader = (cs->leader_ballot > 0 &&
+              !TimestampDifferenceExceeds(cs->last_contact, now, svcbus_cluster_election_timeout_ms))
+        ? (int) (cs->leader_ballot % 256) : 0;
+    LWLockRelease(cs->lock);
+    if (applied != progress_applied || commit <= applied)
+    {
+        progress_applied = applied;
+        progress_at = now;
+        return;
+    }
+    if (!TimestampDifferenceExceeds(progress_at, now, STUCK_MS) || leader == 0 || leader == me)
+        return;
+    p = peer_by_id(leader);
+    if (p != NULL && !snap_pending)
+    {
+        request_snapshot(p, now);
+        progress_at = now;
+    }
+}
+
+/* ---------------------------------------------------------------------
  * Replies
  */
 
 static void become_follower(int64 seen_ballot);
 static void on_reply(Peer *p, Outstanding *o, TimestampTz now);
+
+/* How many columns each call's reply has (see the queries in send_*). */
+static int
+reply_fields(ReqKind kind)
+{
+    switch (kind)
+    {
+        case REQ_FORWARD:
+            return 1;
+        case REQ_SNAPSHOT:
+            return 4;
+        case REQ_RECOVER:
+            return 7;
+        default:
+            return 11;
+    }
+}
 
 static void
 peer_read(Peer *p, TimestampTz now)
@@ -652,11 +952,39 @@ peer_read(Peer *p, TimestampTz now)
         switch (PQresultStatus(r))
         {
             case PGRES_TUPLES_OK:
-                if (PQntuples(r) == 1)
+                if (PQntuples(r) == 1 && PQnfields(r) != reply_fields(o->kind))
+                {
+                    /* A member with another version of svcbus: not a reply we can read. */
+                    o->failed = true;
+                    elog(WARNING, "svcbus paxos: node %d answered with %d columns, expected %d",
+                         p->id, PQnfields(r), reply_fields(o->kind));
+                }
+                else if (PQntuples(r) == 1)
                 {
                     o->have_result = true;
                     if (o->kind == REQ_FORWARD)
                         o->forwarded = atoi(PQgetvalue(r, 0, 0));
+                    else if (o->kind == REQ_SNAPSHOT)
+                    {
+                        o->max_slot = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+                        o->snap_time = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
+                        o->snap_digest = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
+                        if (!PQgetisnull(r, 0, 3))
+                        {
+                            size_t      n;
+                            unsigned char *raw = PQunescapeBytea((unsigned char *) PQgetvalue(r, 0, 3), &n);
+
+                            if (raw)
+                            {
+                                o->entries = MemoryContextAllocHuge(TopMemoryContext, Max(n, 1));
+                                memcpy(o->entries, raw, n);
+                                o->entries_len = n;
+                                PQfreemem(raw);
+                            }
+                            else
+                                o->failed = true;
+                        }
+                    }
                     else if (o->kind == REQ_RECOVER)
                     {
                         size_t      n;
@@ -667,6 +995,7 @@ peer_read(Peer *p, TimestampTz now)
                         o->max_slot = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
                         o->inc = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
                         o->upto = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
+                        o->truncated = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
                         raw = PQgetisnull(r, 0, 3) ? NULL :
                             PQunescapeBytea((unsigned char *) PQgetvalue(r, 0, 3), &n);
                         if (raw)
@@ -717,6 +1046,8 @@ peer_read(Peer *p, TimestampTz now)
                     on_reply(p, o, now);
                 else if (o->kind == REQ_FORWARD)
                     fwd_inflight = false;
+                else if (o->kind == REQ_SNAPSHOT)
+                    snap_pending = false;
                 if (o->entries)
                     pfree(o->entries);
                 o->entries = NULL;
@@ -999,11 +1330,30 @@ behind_what_peer_saw(const int64 *you)
 static void
 on_reply(Peer *p, Outstanding *o, TimestampTz now)
 {
+    if (o->kind == REQ_SNAPSHOT)
+    {
+        snap_pending = false;
+        if (role != SVCBUS_ROLE_LEADER)
+            install_snapshot(p, o);
+        if (rec_snap_wait)
+        {
+            /* The recovery starts over from the new applied index. */
+            rec_snap_wait = false;
+            rec_active = false;
+        }
+        return;
+    }
     if (o->kind == REQ_RECOVER)
     {
         if (role != SVCBUS_ROLE_RECOVERING || !rec_active || o->ballot != rec_ballot ||
             o->last_slot != rec_from || p->rec_done)
             return;             /* an answer to an older window or attempt */
+        if (o->ok && o->truncated >= rec_from && o->truncated > rec_snap_trunc)
+        {
+            /* Its log no longer holds the window: we need its snapshot first. */
+            rec_snap_trunc = o->truncated;
+            rec_snap_peer = p->id;
+        }
         if (!o->ok)
         {
             /* A higher promise: start over with a ballot above it. */
@@ -1034,6 +1384,16 @@ on_reply(Peer *p, Outstanding *o, TimestampTz now)
         /* A peer saw more of this node than it has now. */
         if (role != SVCBUS_ROLE_RECOVERING)
             mark_lost();
+        return;
+    }
+    if (o->state == ID_TRUNCATED)
+    {
+        /* Our candidacy asked for slots p has truncated: we are behind. */
+        svcbus_paxos_saw(cs, p->id, o->sysid, o->inc, o->lsn);
+        if (role == SVCBUS_ROLE_CANDIDATE && o->ballot == my_ballot)
+            become_follower(my_ballot);
+        if (role != SVCBUS_ROLE_RECOVERING)
+            request_snapshot(p, now);
         return;
     }
     if (o->state != ID_OK)
@@ -1403,6 +1763,16 @@ recovery_drive(TimestampTz now)
 {
     int         others = 0, done = 0;
 
+    if (rec_snap_wait)
+    {
+        /* Waiting for a member's snapshot; if the request failed, start over. */
+        if (!snap_pending)
+        {
+            rec_snap_wait = false;
+            rec_active = false;
+        }
+        return;
+    }
     if (!rec_active)
     {
         LWLockAcquire(cs->lock, LW_SHARED);
@@ -1414,6 +1784,8 @@ recovery_drive(TimestampTz now)
         rec_window_end = PG_INT64_MAX;
         rec_label_max = 0;
         rec_inc = 0;
+        rec_snap_peer = 0;
+        rec_snap_trunc = 0;
         rec_started = now;
         /* Our own ballot, durable on our acceptor first, as a candidate's. */
         rec_ballot = own_promise();
@@ -1436,6 +1808,26 @@ recovery_drive(TimestampTz now)
     }
     if (done < others)
         return;
+    if (rec_snap_peer != 0)
+    {
+        /*
+         * A member's log starts after rec_from: those slots are chosen and
+         * in its snapshot.  Install it, then recover from after it (every
+         * member's log reaches back to its own snapshot, at most this one).
+         */
+        Peer       *sp = peer_by_id(rec_snap_peer);
+
+        recovered_clear();
+        rec_snap_peer = 0;
+        if (sp != NULL)
+        {
+            request_snapshot(sp, now);
+            rec_snap_wait = snap_pending;
+        }
+        if (!rec_snap_wait)
+            rec_active = false;
+        return;
+    }
     recovery_store();
     recovered_clear();
     if (rec_target < 0)
@@ -1667,6 +2059,52 @@ learner_apply(bool replay, int64 upto)
     return applied > before && applied < commit;
 }
 
+/*
+ * At start with fresh shared memory: put our snapshot into the arenas (the
+ * replay goes on from the slot after it).
+ */
+static void
+load_own_snapshot(void)
+{
+    SvcbusSnapArea areas[SVCBUS_SNAPSHOT_AREAS];
+    SvcbusSnapMeta m;
+    SvcbusSnapRc rc;
+    int         n = svcbus_cluster_state_areas(areas, false);
+    bool        isnull;
+    bytea      *img;
+
+    StartTransactionCommand();
+    PushActiveSnapshot(GetTransactionSnapshot());
+    SPI_connect();
+    if (SPI_execute("SELECT slot, image FROM svcbus_internal.paxos_snapshot WHERE id = 1", true, 1) != SPI_OK_SELECT ||
+        SPI_processed != 1)
+        elog(ERROR, "svcbus paxos: could not read this node's snapshot");
+    if (DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) > 0)
+    {
+        img = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+        rc = svcbus_snapshot_check((const uint8 *) VARDATA_ANY(img), VARSIZE_ANY_EXHDR(img), &m, areas, n);
+        if (rc != SVCBUS_SNAP_OK)
+            ereport(ERROR,
+                    (errcode(ERRCODE_DATA_CORRUPTED),
+                     errmsg("svcbus paxos: this node's snapshot cannot be loaded: %s", svcbus_snapshot_rc_name(rc)),
+                     errhint("svcbus.cluster_max_keys, svcbus.cluster_memory, svcbus.cluster_history and svcbus.max_locks must be what they were when it was taken.")));
+        LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+        LWLockAcquire(cs->sm_lock, LW_EXCLUSIVE);
+        svcbus_cluster_state_reset();
+        svcbus_snapshot_apply((const uint8 *) VARDATA_ANY(img), VARSIZE_ANY_EXHDR(img), areas, n);
+        cs->applied = m.slot;
+        cs->applied_time = m.time_ms;
+        cs->applied_digest = m.digest;
+        LWLockRelease(cs->sm_lock);
+        LWLockRelease(cs->lock);
+        elog(LOG, "svcbus paxos: node %d loaded its snapshot at slot " INT64_FORMAT, me, m.slot);
+    }
+    SPI_finish();
+    PopActiveSnapshot();
+    CommitTransactionCommand();
+    MemoryContextSwitchTo(loop_cxt);
+}
+
 /* At start with fresh shared memory: replay what this node applied before. */
 static void
 learner_replay(void)
@@ -1696,6 +2134,7 @@ learner_replay(void)
     CommitTransactionCommand();
     MemoryContextSwitchTo(loop_cxt);
 
+    load_own_snapshot();
     svcbus_worker_set_detail("replaying the applied log");
     while (learner_apply(true, upto))
         CHECK_FOR_INTERRUPTS();
@@ -1777,6 +2216,7 @@ svcbus_paxos_worker_main(Datum main_arg)
     MemoryContextSwitchTo(loop_cxt);
     learner_replay();
     load_lost_state();
+    load_snapshot_state();
 
     LWLockAcquire(cs->lock, LW_EXCLUSIVE);
     cs->worker_procno = MyProc->pgprocno;
@@ -1850,6 +2290,10 @@ svcbus_paxos_worker_main(Datum main_arg)
 
         save_seen(now);
         more = learner_apply(false, 0);
+        if (!more)
+            take_snapshot();
+        if (role == SVCBUS_ROLE_FOLLOWER || role == SVCBUS_ROLE_CANDIDATE)
+            check_stuck(now);
         if (more)
             timeout = 0;
         if (role == SVCBUS_ROLE_LEADER && last_slot > commit_idx)

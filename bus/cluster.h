@@ -140,6 +140,7 @@ extern int  svcbus_cluster_max_keys;
 extern int  svcbus_cluster_memory_mb;
 extern int  svcbus_cluster_history;
 extern int  svcbus_cluster_stale_limit_ms;
+extern int  svcbus_cluster_snapshot_every;
 
 /* bus/cluster_shmem.c */
 extern Size svcbus_cluster_shmem_size(void);
@@ -150,6 +151,18 @@ extern SvcbusClusterReq *svcbus_cluster_reqs(void);
 extern SvcbusReg *svcbus_cluster_registry(void);
 extern SvcbusClock *svcbus_cluster_locks(void);
 extern int  svcbus_cluster_lock_reqs(void);
+
+/*
+ * The replicated state's arenas, for a snapshot (bus/cluster_snapshot.h):
+ * fills areas (at most SVCBUS_SNAPSHOT_AREAS), returns their count.  With
+ * templates, each gets a freshly initialised copy in palloc'd memory
+ * (free it with svcbus_cluster_free_templates).
+ */
+struct SvcbusSnapArea;
+extern int  svcbus_cluster_state_areas(struct SvcbusSnapArea *areas, bool templates);
+extern void svcbus_cluster_free_templates(struct SvcbusSnapArea *areas, int n);
+/* Put the arenas back to their initial state (before a snapshot's pages). */
+extern void svcbus_cluster_state_reset(void);
 extern bool svcbus_cluster_ring_put(const uint8 *env, size_t len);
 extern size_t svcbus_cluster_ring_take(uint8 *buf, size_t cap, int *count);
 extern void svcbus_cluster_wake_worker(void);

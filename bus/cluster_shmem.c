@@ -23,6 +23,7 @@
 #include "utils/timestamp.h"
 
 #include "bus/cluster.h"
+#include "bus/cluster_snapshot.h"
 #include "bus/locks.h"
 
 int         svcbus_cluster_node_id = 0;
@@ -34,6 +35,7 @@ int         svcbus_cluster_max_keys = 10000;
 int         svcbus_cluster_memory_mb = 64;
 int         svcbus_cluster_history = 10000;
 int         svcbus_cluster_stale_limit_ms = 10000;
+int         svcbus_cluster_snapshot_every = 10000;
 
 static SvcbusClusterShared *cluster = NULL;
 
@@ -337,4 +339,51 @@ svcbus_cluster_role_name(int role)
         default:
             return "off";
     }
+}
+
+int
+svcbus_cluster_state_areas(SvcbusSnapArea *areas, bool templates)
+{
+    SvcbusRegConfig cfg;
+    size_t      clock_size = svcbus_clock_size(svcbus_max_locks, svcbus_cluster_lock_reqs());
+
+    registry_config(&cfg);
+    areas[0].base = (uint8 *) cluster + cluster->registry_off;
+    areas[0].size = svcbus_reg_size(&cfg);
+    areas[0].tmpl = NULL;
+    areas[1].base = (uint8 *) cluster + cluster->locks_off;
+    areas[1].size = clock_size;
+    areas[1].tmpl = NULL;
+    if (templates)
+    {
+        void       *r = palloc_extended(MAXALIGN(areas[0].size), MCXT_ALLOC_HUGE);
+        void       *l = palloc_extended(MAXALIGN(areas[1].size), MCXT_ALLOC_HUGE);
+
+        (void) svcbus_reg_init(r, &cfg);
+        (void) svcbus_clock_init(l, svcbus_max_locks, svcbus_cluster_lock_reqs());
+        areas[0].tmpl = r;
+        areas[1].tmpl = l;
+    }
+    return 2;
+}
+
+void
+svcbus_cluster_free_templates(SvcbusSnapArea *areas, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (areas[i].tmpl)
+        {
+            pfree((void *) areas[i].tmpl);
+            areas[i].tmpl = NULL;
+        }
+}
+
+void
+svcbus_cluster_state_reset(void)
+{
+    SvcbusRegConfig cfg;
+
+    registry_config(&cfg);
+    (void) svcbus_reg_init((char *) cluster + cluster->registry_off, &cfg);
+    (void) svcbus_clock_init((char *) cluster + cluster->locks_off, svcbus_max_locks, svcbus_cluster_lock_reqs());
 }

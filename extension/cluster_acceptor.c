@@ -49,6 +49,7 @@ PG_FUNCTION_INFO_V1(svcbus_paxos_prepare);
 PG_FUNCTION_INFO_V1(svcbus_paxos_accept);
 PG_FUNCTION_INFO_V1(svcbus_paxos_forward);
 PG_FUNCTION_INFO_V1(svcbus_paxos_recover);
+PG_FUNCTION_INFO_V1(svcbus_paxos_snapshot);
 
 /* What this transaction will publish if it commits. */
 typedef struct PendingPublish
@@ -151,16 +152,23 @@ require_member(void)
     return c;
 }
 
-/* Lock the acceptor row; return the durable promised ballot. */
+/*
+ * Lock the acceptor row; return the durable promised ballot.  *truncated:
+ * the slots up to it are gone from the log (the worker's truncation
+ * updates this row first, so it waits for a call that holds the row, and
+ * a call that waited for it reads the new value).
+ */
 static int64
-lock_promised(bool *recovering, int64 *incarnation)
+lock_promised(bool *recovering, int64 *incarnation, int64 *truncated)
 {
     bool        isnull;
     Datum       d;
 
-    if (SPI_execute("SELECT promised, recovering, incarnation FROM svcbus_internal.paxos_acceptor"
+    if (SPI_execute("SELECT promised, recovering, incarnation, truncated FROM svcbus_internal.paxos_acceptor"
                     " WHERE id = 1 FOR UPDATE", false, 1) != SPI_OK_SELECT || SPI_processed != 1)
         elog(ERROR, "svcbus: paxos acceptor row is missing");
+    d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull);
+    *truncated = isnull ? 0 : DatumGetInt64(d);
     d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
     *recovering = !isnull && DatumGetBool(d);
     d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull);
@@ -289,6 +297,7 @@ svcbus_paxos_saw(SvcbusClusterShared *c, int64 id, int64 sysid, int64 inc, int64
 #define ID_OK           0
 #define ID_RECOVERING   1           /* this node does not vote */
 #define ID_CALLER_LOST  2           /* the caller is behind what we saw of it */
+#define ID_TRUNCATED    3           /* prepare: the slots asked for are truncated here */
 
 /* What a prepare or accept says of the caller and of what it saw of us. */
 typedef struct CallIdent
@@ -487,6 +496,7 @@ svcbus_paxos_prepare(PG_FUNCTION_ARGS)
     int64       applied;
     bool        recovering;
     int64       inc;
+    int64       truncated;
     int         state;
     CallIdent   id;
     StringInfoData buf;
@@ -497,7 +507,7 @@ svcbus_paxos_prepare(PG_FUNCTION_ARGS)
     initStringInfo(&buf);
     call_ident(fcinfo, 2, ballot % 256, &id);
     SPI_connect();
-    promised = lock_promised(&recovering, &inc);
+    promised = lock_promised(&recovering, &inc, &truncated);
     state = check_identity(c, recovering, inc, &id);
     if (state != ID_OK)
     {
@@ -508,6 +518,18 @@ svcbus_paxos_prepare(PG_FUNCTION_ARGS)
     {
         SPI_finish();
         PG_RETURN_DATUM(reply_tuple(fcinfo, false, promised, 0, NULL, ID_OK, inc, ballot % 256));
+    }
+    if (from <= truncated)
+    {
+        /*
+         * The slots from `from` to `truncated` are chosen, but their values
+         * are gone from here: a promise without them would let the
+         * candidate fill them with no-ops.  No promise; the candidate
+         * installs a snapshot first (bus/README-paxos.md, "Snapshots").
+         */
+        SPI_finish();
+        PG_RETURN_DATUM(reply_tuple(fcinfo, false, promised, truncated, NULL, ID_TRUNCATED, inc,
+                                    ballot % 256));
     }
     if (ballot > promised)
         store_promised(ballot);
@@ -582,13 +604,14 @@ svcbus_paxos_accept(PG_FUNCTION_ARGS)
     int64       last_slot = 0;
     bool        recovering;
     int64       inc;
+    int64       truncated;
     int         state;
     CallIdent   id;
     SPIPlanPtr  plan;
 
     call_ident(fcinfo, 3, ballot % 256, &id);
     SPI_connect();
-    promised = lock_promised(&recovering, &inc);
+    promised = lock_promised(&recovering, &inc, &truncated);
     state = check_identity(c, recovering, inc, &id);
     if (state != ID_OK)
     {
@@ -643,15 +666,19 @@ svcbus_paxos_accept(PG_FUNCTION_ARGS)
                 !svcbus_batch_validate(p + off + 20, vlen, NULL, NULL))
                 ereport(ERROR, (errcode(ERRCODE_DATA_CORRUPTED),
                                 errmsg("malformed paxos accept message")));
-            v = (bytea *) palloc(VARHDRSZ + vlen);
-            SET_VARSIZE(v, VARHDRSZ + vlen);
-            memcpy(VARDATA(v), p + off + 20, vlen);
-            vals[0] = Int64GetDatum(slot);
-            vals[1] = Int64GetDatum(ballot);
-            vals[2] = PointerGetDatum(v);
-            if (SPI_execute_plan(plan, vals, NULL, false, 0) != SPI_OK_INSERT)
-                elog(ERROR, "svcbus: could not store a paxos entry");
-            pfree(v);
+            /* At or below truncated: chosen and in our snapshot already. */
+            if (slot > truncated)
+            {
+                v = (bytea *) palloc(VARHDRSZ + vlen);
+                SET_VARSIZE(v, VARHDRSZ + vlen);
+                memcpy(VARDATA(v), p + off + 20, vlen);
+                vals[0] = Int64GetDatum(slot);
+                vals[1] = Int64GetDatum(ballot);
+                vals[2] = PointerGetDatum(v);
+                if (SPI_execute_plan(plan, vals, NULL, false, 0) != SPI_OK_INSERT)
+                    elog(ERROR, "svcbus: could not store a paxos entry");
+                pfree(v);
+            }
             if (slot == match + 1)
                 match = slot;
             last_slot = slot;
@@ -723,9 +750,11 @@ svcbus_paxos_forward(PG_FUNCTION_ARGS)
  * values reached max_bytes; at least one value is always returned).
  * Otherwise ok = false with the promised ballot.  Not first (the
  * later windows of a recovery whose ballot every member promised): the
- * same, read without a promise.  Answered whether
- * or not this node is recovering itself, and without identity checks: the
- * caller is the one that lost state.
+ * same, read without a promise.  truncated: slots up to it are gone from
+ * this node's log (chosen, in its snapshot); a caller asking from below
+ * it installs that snapshot first.  Answered whether or not this node is
+ * recovering itself, and without identity checks: the caller is the one
+ * that lost state.
  */
 Datum
 svcbus_paxos_recover(PG_FUNCTION_ARGS)
@@ -738,13 +767,13 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
     int64       max_bytes = PG_GETARG_INT32(5);
     int64       upto = to;
     Portal      portal;
-    int64       promised, inc, max_slot = 0;
+    int64       promised, inc, max_slot = 0, truncated;
     bool        recovering;
     StringInfoData buf;
     bytea      *out;
     TupleDesc   tupdesc;
-    Datum       values[6];
-    bool        nulls[6] = {false, false, false, false, false, false};
+    Datum       values[7];
+    bool        nulls[7] = {false, false, false, false, false, false, false};
     int64       seen_inc = 0;
     int         pi;
     Oid         types[2] = {INT8OID, INT8OID};
@@ -755,7 +784,8 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
         elog(ERROR, "svcbus: paxos reply type must be composite");
     initStringInfo(&buf);
     SPI_connect();
-    promised = lock_promised(&recovering, &inc);
+    promised = lock_promised(&recovering, &inc, &truncated);
+    values[6] = Int64GetDatum(truncated);
     /*
      * The first promise must be strictly above: an equal one may be to a
      * ballot the caller led with before it lost state (same node id),
@@ -832,5 +862,54 @@ svcbus_paxos_recover(PG_FUNCTION_ARGS)
     values[3] = PointerGetDatum(out);
     values[4] = Int64GetDatum(seen_inc);
     values[5] = Int64GetDatum(upto);
+    PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/*
+ * svcbus._paxos_snapshot(after_slot) -> (slot, applied_time, digest, image)
+ * This node's latest snapshot of the replicated state machines
+ * (bus/cluster_snapshot.h); image is NULL unless its slot is past
+ * after_slot.  For a member whose next slots this node's log no longer
+ * holds: a lagging follower, a candidate refused with "truncated", or a
+ * member recovering lost state.  The image is untrusted on arrival: the
+ * caller checks it before installing it.
+ */
+Datum
+svcbus_paxos_snapshot(PG_FUNCTION_ARGS)
+{
+    int64       after = PG_GETARG_INT64(0);
+    TupleDesc   tupdesc;
+    Datum       values[4];
+    bool        nulls[4] = {false, false, false, false};
+    bool        isnull;
+    HeapTuple   t;
+    TupleDesc   d;
+    Datum       img;
+
+    MemoryContext outer = CurrentMemoryContext;
+
+    (void) require_member();
+    if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "svcbus: paxos reply type must be composite");
+    SPI_connect();
+    if (SPI_execute("SELECT slot, applied_time, digest, image FROM svcbus_internal.paxos_snapshot WHERE id = 1",
+                    true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+        elog(ERROR, "svcbus: paxos snapshot row is missing");
+    t = SPI_tuptable->vals[0];
+    d = SPI_tuptable->tupdesc;
+    for (int k = 0; k < 3; k++)
+        values[k] = SPI_getbinval(t, d, k + 1, &isnull);
+    if (DatumGetInt64(values[0]) > after)
+    {
+        MemoryContext spi = MemoryContextSwitchTo(outer);
+
+        /* Detoasted into the caller's memory: SPI's goes at SPI_finish. */
+        img = SPI_getbinval(t, d, 4, &isnull);
+        values[3] = PointerGetDatum(PG_DETOAST_DATUM_COPY(img));
+        MemoryContextSwitchTo(spi);
+    }
+    else
+        nulls[3] = true;
+    SPI_finish();
     PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
 }

@@ -186,6 +186,13 @@ svcbus_guc_define(void)
                             10000, 0, 3600 * 1000,
                             PGC_USERSET, GUC_UNIT_MS,
                             NULL, NULL, NULL);
+    DefineCustomIntVariable("svcbus.cluster_snapshot_every",
+                            "Applied slots between two snapshots of the replicated state.",
+                            "Each snapshot lets the log before the previous one be truncated; lagging members install a snapshot.",
+                            &svcbus_cluster_snapshot_every,
+                            10000, 16, INT_MAX,
+                            PGC_SIGHUP, 0,
+                            NULL, NULL, NULL);
 
     if (process_shared_preload_libraries_in_progress)
         DefineCustomIntVariable("svcbus.cache_max_value",

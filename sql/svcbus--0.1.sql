@@ -749,11 +749,14 @@ GRANT SELECT ON svcbus.cache_bindings TO PUBLIC;
 -- recovering: this node found it lost acknowledged state (restored from an
 -- old copy, or an emptied data directory) and does not vote until it has
 -- recovered from every other member; incarnation: how many times it did.
+-- truncated: slots up to it are chosen, inside the snapshot, and gone from
+-- paxos_log (a prepare from a slot at or below it is refused).
 CREATE TABLE svcbus_internal.paxos_acceptor (
     id          integer PRIMARY KEY CHECK (id = 1),
     promised    bigint NOT NULL,
     recovering  boolean NOT NULL DEFAULT false,
-    incarnation bigint NOT NULL DEFAULT 0
+    incarnation bigint NOT NULL DEFAULT 0,
+    truncated   bigint NOT NULL DEFAULT 0
 );
 INSERT INTO svcbus_internal.paxos_acceptor VALUES (1, 0);
 CREATE TABLE svcbus_internal.paxos_log (
@@ -769,6 +772,17 @@ CREATE TABLE svcbus_internal.paxos_learner (
     digest       bigint NOT NULL
 );
 INSERT INTO svcbus_internal.paxos_learner VALUES (1, 0, 0, 0);
+-- The latest snapshot of the replicated state machines: their arenas after
+-- applying `slot` (bus/cluster_snapshot.h), taken every
+-- svcbus.cluster_snapshot_every slots or copied from a peer.
+CREATE TABLE svcbus_internal.paxos_snapshot (
+    id           integer PRIMARY KEY CHECK (id = 1),
+    slot         bigint NOT NULL,
+    applied_time bigint NOT NULL,
+    digest       bigint NOT NULL,
+    image        bytea NOT NULL
+);
+INSERT INTO svcbus_internal.paxos_snapshot VALUES (1, 0, 0, 0, '');
 -- What this node has seen of every other member's durable state: its
 -- system identifier, incarnation and the highest durable WAL position it
 -- reported.  A member that later reports less has lost state
@@ -781,7 +795,8 @@ CREATE TABLE svcbus_internal.paxos_peers (
     lsn   bigint NOT NULL
 );
 REVOKE ALL ON svcbus_internal.paxos_acceptor, svcbus_internal.paxos_log,
-              svcbus_internal.paxos_learner, svcbus_internal.paxos_peers FROM PUBLIC;
+              svcbus_internal.paxos_learner, svcbus_internal.paxos_peers,
+              svcbus_internal.paxos_snapshot FROM PUBLIC;
 
 -- Peer calls.  Not for users: EXECUTE is for the role the peers connect as
 -- (GRANT EXECUTE ON FUNCTION ... TO your_peer_role).
@@ -789,7 +804,9 @@ REVOKE ALL ON svcbus_internal.paxos_acceptor, svcbus_internal.paxos_log,
 -- incarnation, durable WAL position) and what the caller has seen of this
 -- node's; the reply carries this node's, what it saw of the caller's
 -- (your_*: the caller checks itself against it), and a state: 0 normal,
--- 1 this node is recovering (not a vote), 2 the caller has lost state.
+-- 1 this node is recovering (not a vote), 2 the caller has lost state,
+-- 3 (prepare) the slots asked for are truncated here (match: up to which):
+-- the caller must install a snapshot first.
 CREATE FUNCTION svcbus._paxos_prepare(ballot bigint, from_slot bigint,
     caller_sysid bigint, caller_inc bigint, caller_lsn bigint,
     seen_sysid bigint, seen_inc bigint, seen_lsn bigint,
@@ -820,16 +837,25 @@ COMMENT ON FUNCTION svcbus._paxos_forward(bytea) IS
   'Hand clients'' commands to this node while it leads (called by followers).';
 CREATE FUNCTION svcbus._paxos_recover(ballot bigint, from_slot bigint, to_slot bigint, caller bigint,
     first boolean, max_bytes integer, OUT ok boolean, OUT promised bigint, OUT max_slot bigint,
-    OUT entries bytea, OUT seen_inc bigint, OUT upto bigint)
+    OUT entries bytea, OUT seen_inc bigint, OUT upto bigint, OUT truncated bigint)
 AS 'MODULE_PATHNAME', 'svcbus_paxos_recover'
 LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION svcbus._paxos_recover(bigint, bigint, bigint, bigint, boolean, integer) IS
   'Paxos phase 1 for a member that lost state: promise, then this node''s accepted values in a slot range (called by peers).';
+-- The latest snapshot, if it is past after_slot (image NULL otherwise).
+CREATE FUNCTION svcbus._paxos_snapshot(after_slot bigint, OUT slot bigint, OUT applied_time bigint,
+    OUT digest bigint, OUT image bytea)
+AS 'MODULE_PATHNAME', 'svcbus_paxos_snapshot'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION svcbus._paxos_snapshot(bigint) IS
+  'This node''s latest snapshot of the replicated state, for a member that is behind its truncated log (called by peers).';
 REVOKE ALL ON FUNCTION svcbus._paxos_prepare(bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint),
                        svcbus._paxos_accept(bigint, bytea, bigint, bigint, bigint, bigint, bigint, bigint, bigint),
                        svcbus._paxos_forward(bytea),
-                       svcbus._paxos_recover(bigint, bigint, bigint, bigint, boolean, integer) FROM PUBLIC;
+                       svcbus._paxos_recover(bigint, bigint, bigint, bigint, boolean, integer),
+                       svcbus._paxos_snapshot(bigint) FROM PUBLIC;
 
 -- The registry.
 CREATE FUNCTION svcbus.kv_put(key text, value text, lease bigint DEFAULT 0) RETURNS bigint

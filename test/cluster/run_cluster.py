@@ -7,7 +7,9 @@ Runs, in order: the history checkers' own tests (known-bad histories), the
 spin model check of the protocol with its mutations (test/model), the
 expected-output SQL tests on a real 3-node cluster, the lost-state
 scenarios (test_lost_state.py: a node restored from an old copy or emptied
-must not vote until it recovered), the process fault tests (test_faults.py) and the partition and clock fault tests
+must not vote until it recovered), snapshots and log truncation
+(test_snapshot.py: lagging, restarted, behind and emptied members catch up
+through snapshots), the process fault tests (test_faults.py) and the partition and clock fault tests
 (test_partitions.py: per-link proxies, libfaketime); short: each fault kind
 once on 3 and 5 nodes; long: SVCBUS_FAULT_DURATION seconds, default 300, of
 mixed faults on each size (the partition part mixes process, partition and
@@ -32,6 +34,7 @@ def parts(long_form):
         out.append(("model", ["sh", spin] + (["long"] if long_form else ["short"]), {}))
     out.append(("sql", [PY, os.path.join(HERE, "test_sql.py")], {}))
     out.append(("lost-state", [PY, os.path.join(HERE, "test_lost_state.py")], {}))
+    out.append(("snapshot", [PY, os.path.join(HERE, "test_snapshot.py")], {}))
     if os.path.exists(os.path.join(HERE, "test_netcluster.py")):
         out.append(("netcluster", [PY, os.path.join(HERE, "test_netcluster.py")], {}))
     env = {"SVCBUS_FAULT_DURATION": os.environ.get("SVCBUS_FAULT_DURATION", "300")} if long_form else {}
