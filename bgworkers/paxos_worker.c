@@ -68,7 +68,8 @@ typedef enum ReqKind
     REQ_ACCEPT,
     REQ_FORWARD,
     REQ_RECOVER,
-    REQ_SNAPSHOT
+    REQ_SNAPSHOT,
+    REQ_READ_INDEX
 } ReqKind;
 
 /* Reply states of prepare and accept (extension/cluster_acceptor.c). */
@@ -86,6 +87,7 @@ typedef struct Outstanding
     int64       ballot;
     int64       last_slot;          /* accept: highest slot sent, 0 for heartbeat */
     uint64      seq;                /* per-peer send counter */
+    uint64      gseq;               /* this process's send counter (read indexes) */
     TimestampTz sent_at;
     bool        have_result;
     bool        failed;
@@ -135,6 +137,8 @@ typedef struct Peer
     int64       match;
     bool        match_known;
     int64       commit_sent;        /* commit index last sent to it */
+    uint64      ack_gseq;           /* latest send it acknowledged in my ballot */
+    uint64      last_gsend;         /* gseq of the latest send to it */
     /* candidate */
     bool        promised;
     /* recovering: this window asked / answered */
@@ -226,6 +230,23 @@ static TimestampTz snap_asked_at = 0;
 static int64 progress_applied = -1; /* stuck detection */
 static TimestampTz progress_at = 0;
 
+/*
+ * Reads (bus/README-paxos.md, "Reads"): per request slot, the read we
+ * track (its seq), its phase, and the send counter when we took it.
+ */
+#define READ_NONE   0
+#define READ_TAKEN  1               /* waiting for a confirmation round after take */
+#define READ_SENT   2               /* follower: in the read-index call to the leader */
+static uint64 gsend = 0;            /* sends so far (any peer) */
+static uint64 *read_seq = NULL;
+static uint64 *read_take = NULL;
+static uint8 *read_phase = NULL;
+static int  reads_open = 0;
+static uint64 reads_seen = 0;       /* cs->read_requests when last scanned */
+static bool read_rpc_inflight = false;
+static int64 takeover_max = 0;      /* leader: highest slot re-proposed at takeover */
+static int64 n_read_rounds = 0;
+
 static int64
 mono_ms(void)
 {
@@ -276,17 +297,19 @@ update_detail(void)
     commit = cs->commit;
     LWLockRelease(cs->lock);
     snprintf(buf, sizeof(buf),
-             "%s, ballot %lld, commit %lld, applied %lld, batches %lld, commands %lld, forwarded %lld (%lld lost with a connection), elections %lld, recoveries %lld, snapshot at %lld (log from %lld), snapshots %lld, installed %lld",
+             "%s, ballot %lld, commit %lld, applied %lld, batches %lld, commands %lld, forwarded %lld (%lld lost with a connection), read indexes %lld, elections %lld, recoveries %lld, snapshot at %lld (log from %lld), snapshots %lld, installed %lld",
              svcbus_cluster_role_name(role), (long long) my_ballot, (long long) commit,
              (long long) applied, (long long) n_batches, (long long) n_commands,
-             (long long) n_forwarded, (long long) n_forward_dropped, (long long) n_elections,
-             (long long) n_recoveries, (long long) snap_slot, (long long) log_truncated + 1,
+             (long long) n_forwarded, (long long) n_forward_dropped, (long long) n_read_rounds,
+             (long long) n_elections, (long long) n_recoveries, (long long) snap_slot, (long long) log_truncated + 1,
              (long long) n_snapshots, (long long) n_installs);
     if (role == SVCBUS_ROLE_RECOVERING && rec_active)
         snprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), "; reading slot %lld of %lld from the others",
                  (long long) rec_from, (long long) rec_target);
     svcbus_worker_set_detail(buf);
 }
+
+static void reads_unsend(void);
 
 /* ---------------------------------------------------------------------
  * Connections
@@ -328,6 +351,8 @@ peer_drop(Peer *p, const char *why)
             p->rec_asked = false;   /* ask again when it is back */
         if (o->kind == REQ_SNAPSHOT)
             snap_pending = false;
+        if (o->kind == REQ_READ_INDEX)
+            reads_unsend();
         if (o->entries)
             pfree(o->entries);
         o->entries = NULL;
@@ -400,6 +425,8 @@ peer_push(Peer *p, ReqKind kind, int64 ballot, int64 last, TimestampTz now)
     o->ballot = ballot;
     o->last_slot = last;
     o->seq = ++p->send_seq;
+    o->gseq = ++gsend;
+    p->last_gsend = o->gseq;
     o->sent_at = now;
     p->qlen++;
     p->last_send = now;
@@ -901,6 +928,168 @@ check_stuck(TimestampTz now)
 }
 
 /* ---------------------------------------------------------------------
+ * Reads (bus/README-paxos.md, "Reads")
+ */
+
+/* Hand read index `index` to every tracked read in `phase`. */
+static void
+reads_answer(uint8 phase, int64 index)
+{
+    SvcbusClusterReq *reqs = svcbus_cluster_reqs();
+    int         n = 0;
+
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    for (int i = 0; i < cs->nreqs; i++)
+    {
+        if (read_phase[i] != phase)
+            continue;
+        if (reqs[i].state == SVCBUS_REQ_READ && reqs[i].seq == read_seq[i])
+        {
+            memset(&reqs[i].result, 0, sizeof(reqs[i].result));
+            reqs[i].result.slot = index;
+            reqs[i].state = SVCBUS_REQ_DONE;
+            n++;
+        }
+        read_phase[i] = READ_NONE;
+        reads_open--;
+    }
+    if (n > 0)
+        cs->read_rounds = ++n_read_rounds;
+    LWLockRelease(cs->lock);
+    if (n > 0)
+        ConditionVariableBroadcast(&cs->applied_cv);
+}
+
+/* The read-index call failed: its reads go back to waiting for the next one. */
+static void
+reads_unsend(void)
+{
+    read_rpc_inflight = false;
+    for (int i = 0; read_phase != NULL && i < cs->nreqs; i++)
+        if (read_phase[i] == READ_SENT)
+        {
+            read_phase[i] = READ_TAKEN;
+            read_take[i] = gsend;
+        }
+}
+
+/* Take the new read requests (each stamped with the send counter now). */
+static void
+reads_scan(void)
+{
+    SvcbusClusterReq *reqs = svcbus_cluster_reqs();
+    uint64      asked;
+
+    if (read_phase == NULL)
+    {
+        read_seq = MemoryContextAllocZero(TopMemoryContext, cs->nreqs * sizeof(uint64));
+        read_take = MemoryContextAllocZero(TopMemoryContext, cs->nreqs * sizeof(uint64));
+        read_phase = MemoryContextAllocZero(TopMemoryContext, cs->nreqs);
+    }
+    LWLockAcquire(cs->lock, LW_SHARED);
+    asked = cs->read_requests;
+    if (asked != reads_seen || reads_open > 0)
+    {
+        for (int i = 0; i < cs->nreqs; i++)
+        {
+            if (reqs[i].state == SVCBUS_REQ_READ && (read_phase[i] == READ_NONE || read_seq[i] != reqs[i].seq))
+            {
+                if (read_phase[i] == READ_NONE)
+                    reads_open++;
+                read_seq[i] = reqs[i].seq;
+                read_take[i] = gsend;
+                read_phase[i] = READ_TAKEN;
+            }
+            else if (read_phase[i] != READ_NONE && reqs[i].state != SVCBUS_REQ_READ)
+            {
+                /* Its caller gave up. */
+                read_phase[i] = READ_NONE;
+                reads_open--;
+            }
+        }
+    }
+    reads_seen = asked;
+    LWLockRelease(cs->lock);
+}
+
+/*
+ * Leader: a read taken when the send counter was t is answered once a
+ * quorum (this node's acceptor included) has acknowledged, in our ballot,
+ * an accept sent after t: no other leader can have chosen anything by
+ * then.  Its index is our commit index, once that covers every slot we
+ * re-proposed at takeover (any slot chosen before we led is among them).
+ * Peers that have no send after the oldest waiting read get a heartbeat now.
+ */
+static void
+leader_reads(TimestampTz now)
+{
+    uint64      acks[SVCBUS_CLUSTER_MAX_NODES];
+    uint64      confirmed, oldest = PG_UINT64_MAX;
+    bool        all = true;
+
+    if (reads_open == 0)
+        return;
+    for (int i = 0; i < npeers; i++)
+        acks[i] = peers[i].ack_gseq;
+    for (int i = 0; i < npeers; i++)
+        for (int j = i + 1; j < npeers; j++)
+            if (acks[j] > acks[i])
+            {
+                uint64      t = acks[i];
+
+                acks[i] = acks[j];
+                acks[j] = t;
+            }
+    confirmed = acks[quorum - 1];
+    for (int i = 0; i < cs->nreqs; i++)
+        if (read_phase[i] == READ_TAKEN)
+        {
+            if (read_take[i] < confirmed && commit_idx >= takeover_max)
+                read_phase[i] = READ_SENT;  /* answered below */
+            else
+            {
+                all = false;
+                oldest = Min(oldest, read_take[i]);
+            }
+        }
+    reads_answer(READ_SENT, commit_idx);
+    if (all)
+        return;
+    for (int i = 0; i < npeers; i++)
+        if (peers[i].last_gsend <= oldest && peer_can_send(&peers[i]))
+            send_accept(&peers[i], now, true);
+}
+
+/* Follower: one read-index call to the leader for the reads taken so far. */
+static void
+follower_reads(TimestampTz now)
+{
+    int         leader;
+    Peer       *p;
+
+    if (reads_open == 0 || read_rpc_inflight)
+        return;
+    LWLockAcquire(cs->lock, LW_SHARED);
+    leader = (cs->leader_ballot > 0 &&
+              !TimestampDifferenceExceeds(cs->last_contact, now, svcbus_cluster_election_timeout_ms))
+        ? (int) (cs->leader_ballot % 256) : 0;
+    LWLockRelease(cs->lock);
+    if (leader == 0 || leader == me)
+        return;
+    p = peer_by_id(leader);
+    if (p == NULL || !peer_can_send(p))
+        return;
+    if (peer_send(p, "SELECT svcbus._paxos_read_index()", 0, NULL, NULL, NULL))
+    {
+        peer_push(p, REQ_READ_INDEX, 0, 0, now);
+        read_rpc_inflight = true;
+        for (int i = 0; i < cs->nreqs; i++)
+            if (read_phase[i] == READ_TAKEN)
+                read_phase[i] = READ_SENT;
+    }
+}
+
+/* ---------------------------------------------------------------------
  * Replies
  */
 
@@ -914,6 +1103,7 @@ reply_fields(ReqKind kind)
     switch (kind)
     {
         case REQ_FORWARD:
+        case REQ_READ_INDEX:
             return 1;
         case REQ_SNAPSHOT:
             return 4;
@@ -964,6 +1154,8 @@ peer_read(Peer *p, TimestampTz now)
                     o->have_result = true;
                     if (o->kind == REQ_FORWARD)
                         o->forwarded = atoi(PQgetvalue(r, 0, 0));
+                    else if (o->kind == REQ_READ_INDEX)
+                        o->match = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
                     else if (o->kind == REQ_SNAPSHOT)
                     {
                         o->max_slot = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
@@ -1048,6 +1240,8 @@ peer_read(Peer *p, TimestampTz now)
                     fwd_inflight = false;
                 else if (o->kind == REQ_SNAPSHOT)
                     snap_pending = false;
+                else if (o->kind == REQ_READ_INDEX)
+                    reads_unsend();
                 if (o->entries)
                     pfree(o->entries);
                 o->entries = NULL;
@@ -1216,9 +1410,13 @@ become_leader(void)
     LWLockAcquire(cs->lock, LW_SHARED);
     commit_idx = cs->applied;
     LWLockRelease(cs->lock);
+    takeover_max = maxslot;
+    /* Reads sent to the former leader: this leadership confirms them itself. */
+    reads_unsend();
     for (int i = 0; i < npeers; i++)
     {
         peers[i].next = prep_from;
+        peers[i].ack_gseq = 0;
         peers[i].match_known = false;
         peers[i].rewind_seq = peers[i].send_seq + 1;
     }
@@ -1330,6 +1528,15 @@ behind_what_peer_saw(const int64 *you)
 static void
 on_reply(Peer *p, Outstanding *o, TimestampTz now)
 {
+    if (o->kind == REQ_READ_INDEX)
+    {
+        read_rpc_inflight = false;
+        if (o->match >= 0)
+            reads_answer(READ_SENT, o->match);
+        else
+            reads_unsend();     /* not the leader (any more): ask the next one */
+        return;
+    }
     if (o->kind == REQ_SNAPSHOT)
     {
         snap_pending = false;
@@ -1424,6 +1631,7 @@ on_reply(Peer *p, Outstanding *o, TimestampTz now)
         if (!p->match_known || o->match > p->match)
             p->match = o->match;
         p->match_known = true;
+        p->ack_gseq = Max(p->ack_gseq, o->gseq);
         /* A gap: the acceptor lacks slots after its match; resend from there. */
         if (o->last_slot > o->match && o->seq >= p->rewind_seq)
         {
@@ -2257,8 +2465,13 @@ svcbus_paxos_worker_main(Datum main_arg)
             }
         }
 
+        reads_scan();
         if (role == SVCBUS_ROLE_LEADER)
+        {
             leader_drive(now);
+            if (role == SVCBUS_ROLE_LEADER)
+                leader_reads(now);
+        }
         else if (role == SVCBUS_ROLE_RECOVERING)
         {
             recovery_drive(now);
@@ -2288,6 +2501,8 @@ svcbus_paxos_worker_main(Datum main_arg)
                 follower_forward(now);
         }
 
+        if (role != SVCBUS_ROLE_LEADER)
+            follower_reads(now);
         save_seen(now);
         more = learner_apply(false, 0);
         if (!more)

@@ -55,8 +55,9 @@ typedef enum SvcbusClusterRole
 typedef enum SvcbusReqState
 {
     SVCBUS_REQ_FREE = 0,
-    SVCBUS_REQ_WAITING,
-    SVCBUS_REQ_DONE
+    SVCBUS_REQ_WAITING,             /* a command: waits for its apply */
+    SVCBUS_REQ_DONE,                /* result valid (a read index: result.slot) */
+    SVCBUS_REQ_READ                 /* a linearizable read: waits for a read index */
 } SvcbusReqState;
 
 typedef struct SvcbusClusterReq
@@ -121,7 +122,9 @@ typedef struct SvcbusClusterShared
     uint64      ring_tail;          /* ring_mutex: bytes ever consumed */
     int         worker_procno;      /* lock: paxos worker's pgprocno, -1 if none */
 
-    ConditionVariable applied_cv;   /* broadcast after each apply pass */
+    ConditionVariable applied_cv;   /* broadcast after each apply pass and read-index round */
+    uint64      read_requests;      /* lock: bumped by each read-index request */
+    int64       read_rounds;        /* lock: read indexes handed out (counter) */
 
     int32       nreqs;              /* fixed */
     Size        reqs_off;           /* fixed: offsets from this struct */

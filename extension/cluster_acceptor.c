@@ -50,6 +50,7 @@ PG_FUNCTION_INFO_V1(svcbus_paxos_accept);
 PG_FUNCTION_INFO_V1(svcbus_paxos_forward);
 PG_FUNCTION_INFO_V1(svcbus_paxos_recover);
 PG_FUNCTION_INFO_V1(svcbus_paxos_snapshot);
+PG_FUNCTION_INFO_V1(svcbus_paxos_read_index);
 
 /* What this transaction will publish if it commits. */
 typedef struct PendingPublish
@@ -912,4 +913,28 @@ svcbus_paxos_snapshot(PG_FUNCTION_ARGS)
         nulls[3] = true;
     SPI_finish();
     PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(tupdesc), values, nulls)));
+}
+
+/*
+ * svcbus._paxos_read_index() -> bigint
+ * A follower's worker asks the leader for a read index on behalf of its
+ * clients' linearizable reads: the leader's worker confirms, with a quorum
+ * answering an accept sent after this call arrived, that it still leads,
+ * and returns its commit index (at least every slot it re-proposed at
+ * takeover).  -1 if this node is not the leader or the round did not
+ * complete within 2 s (the follower asks again).
+ */
+Datum
+svcbus_paxos_read_index(PG_FUNCTION_ARGS)
+{
+    SvcbusClusterShared *c = require_member();
+    bool        leader;
+
+    LWLockAcquire(c->lock, LW_SHARED);
+    leader = (c->role == SVCBUS_ROLE_LEADER);
+    LWLockRelease(c->lock);
+    if (!leader)
+        PG_RETURN_INT64(-1);
+    PG_RETURN_INT64(svcbus_cluster_read_index(c, TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+                                                                            Min(svcbus_cluster_timeout_ms, 2000))));
 }

@@ -279,15 +279,104 @@ svcbus_cluster_submit(uint8 sm, const uint8 *payload, size_t len, SvcbusClusterR
              errdetail("The request may still be applied.")));
 }
 
-/* Make the local state fit for a read: a barrier, or the staleness check. */
+int64
+svcbus_cluster_read_index(SvcbusClusterShared *c, TimestampTz deadline)
+{
+    SvcbusClusterReq *reqs = svcbus_cluster_reqs();
+    int         slot = MyProc->pgprocno;
+    uint64      seq;
+    int64       index = -1;
+
+    if (slot < 0 || slot >= c->nreqs)
+        elog(ERROR, "svcbus: request slot %d out of range", slot);
+    LWLockAcquire(c->lock, LW_EXCLUSIVE);
+    seq = ++reqs[slot].seq;
+    reqs[slot].state = SVCBUS_REQ_READ;
+    c->read_requests++;
+    LWLockRelease(c->lock);
+    svcbus_cluster_wake_worker();
+
+    ConditionVariablePrepareToSleep(&c->applied_cv);
+    for (;;)
+    {
+        long        secs;
+        int         usecs;
+        bool        done = false;
+
+        LWLockAcquire(c->lock, LW_EXCLUSIVE);
+        if (reqs[slot].seq == seq && reqs[slot].state == SVCBUS_REQ_DONE)
+        {
+            index = reqs[slot].result.slot;
+            done = true;
+        }
+        if (done || GetCurrentTimestamp() >= deadline)
+        {
+            reqs[slot].state = SVCBUS_REQ_FREE;
+            done = true;
+        }
+        LWLockRelease(c->lock);
+        if (done)
+            break;
+        TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
+        (void) ConditionVariableTimedSleep(&c->applied_cv, Max(Min(secs * 1000 + usecs / 1000, 1000), 1),
+                                           PG_WAIT_EXTENSION);
+    }
+    ConditionVariableCancelSleep();
+    return index;
+}
+
+/*
+ * Not confirmed in time: no leader could show that a majority still
+ * follows it (or this node could not catch up to the index): SB201.  A
+ * read changes nothing, so there is no unknown outcome.
+ */
+static void
+read_not_confirmed(SvcbusClusterShared *c)
+{
+    ereport(ERROR,
+            (errcode(ERRCODE_SVCBUS_NO_QUORUM),
+             errmsg("no quorum: a linearizable read needs a leader that a majority follows"),
+             errdetail("The read was not confirmed within %d ms.", svcbus_cluster_timeout_ms),
+             errhint("Check that a majority of the members in svcbus.cluster_nodes are up and connected, or read with stale => true.")));
+}
+
+/*
+ * Make the local state fit for a read: a read index (the leader confirms
+ * with a quorum that it still leads; no log write), then wait until this
+ * node has applied up to it; or, stale, the staleness check.
+ */
 void
 svcbus_cluster_read_barrier(SvcbusClusterShared *c, bool stale)
 {
-    SvcbusClusterResult r;
-
     if (!stale)
     {
-        svcbus_cluster_submit(SVCBUS_SM_BARRIER, NULL, 0, &r);
+        TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), svcbus_cluster_timeout_ms);
+        int64       index = svcbus_cluster_read_index(c, deadline);
+
+        if (index < 0)
+            read_not_confirmed(c);
+        ConditionVariablePrepareToSleep(&c->applied_cv);
+        for (;;)
+        {
+            int64       applied;
+            long        secs;
+            int         usecs;
+
+            LWLockAcquire(c->lock, LW_SHARED);
+            applied = c->applied;
+            LWLockRelease(c->lock);
+            if (applied >= index)
+                break;
+            if (GetCurrentTimestamp() >= deadline)
+            {
+                ConditionVariableCancelSleep();
+                read_not_confirmed(c);
+            }
+            TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
+            (void) ConditionVariableTimedSleep(&c->applied_cv, Max(Min(secs * 1000 + usecs / 1000, 1000), 1),
+                                               PG_WAIT_EXTENSION);
+        }
+        ConditionVariableCancelSleep();
         return;
     }
     {
@@ -298,7 +387,7 @@ svcbus_cluster_read_barrier(SvcbusClusterShared *c, bool stale)
         leader = c->role == SVCBUS_ROLE_LEADER;
         LWLockRelease(c->lock);
         (void) leader_reachable(c, &since);
-        if (!leader && (since < 0 || since > svcbus_cluster_stale_limit_ms))
+        if (!leader && (since < 0 || since >= svcbus_cluster_stale_limit_ms))
             ereport(ERROR,
                     (errcode(ERRCODE_SVCBUS_STALE_READ),
                      errmsg("stale read refused: this node has not heard from a leader for more than %d ms",

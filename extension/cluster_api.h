@@ -14,8 +14,15 @@ extern SvcbusClusterShared *svcbus_cluster_require_member(void);
 extern void svcbus_cluster_submit(uint8 sm, const uint8 *payload, size_t len,
                                   SvcbusClusterResult *out);
 
-/* Before a read: a barrier through the log, or the staleness check (SB204). */
+/* Before a read: a read index and the wait for it, or the staleness check (SB204). */
 extern void svcbus_cluster_read_barrier(SvcbusClusterShared *c, bool stale);
+
+/*
+ * Ask this node's worker for a read index (bus/README-paxos.md, "Reads"):
+ * a slot such that every write acknowledged before the call is at or below
+ * it.  -1 if none came before `deadline`.
+ */
+extern int64 svcbus_cluster_read_index(SvcbusClusterShared *c, TimestampTz deadline);
 
 /*
  * Lost-state detection (extension/cluster_acceptor.c): this node's identity

@@ -851,11 +851,18 @@ LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION svcbus._paxos_snapshot(bigint) IS
   'This node''s latest snapshot of the replicated state, for a member that is behind its truncated log (called by peers).';
+CREATE FUNCTION svcbus._paxos_read_index() RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_paxos_read_index'
+LANGUAGE C STRICT VOLATILE PARALLEL UNSAFE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp;
+COMMENT ON FUNCTION svcbus._paxos_read_index() IS
+  'A read index confirmed by a quorum while this node leads, -1 otherwise (called by followers for their linearizable reads).';
 REVOKE ALL ON FUNCTION svcbus._paxos_prepare(bigint, bigint, bigint, bigint, bigint, bigint, bigint, bigint),
                        svcbus._paxos_accept(bigint, bytea, bigint, bigint, bigint, bigint, bigint, bigint, bigint),
                        svcbus._paxos_forward(bytea),
                        svcbus._paxos_recover(bigint, bigint, bigint, bigint, boolean, integer),
-                       svcbus._paxos_snapshot(bigint) FROM PUBLIC;
+                       svcbus._paxos_snapshot(bigint),
+                       svcbus._paxos_read_index() FROM PUBLIC;
 
 -- The registry.
 CREATE FUNCTION svcbus.kv_put(key text, value text, lease bigint DEFAULT 0) RETURNS bigint

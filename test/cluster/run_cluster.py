@@ -35,6 +35,7 @@ def parts(long_form):
     out.append(("sql", [PY, os.path.join(HERE, "test_sql.py")], {}))
     out.append(("lost-state", [PY, os.path.join(HERE, "test_lost_state.py")], {}))
     out.append(("snapshot", [PY, os.path.join(HERE, "test_snapshot.py")], {}))
+    out.append(("reads", [PY, os.path.join(HERE, "test_reads.py")], {}))
     if os.path.exists(os.path.join(HERE, "test_netcluster.py")):
         out.append(("netcluster", [PY, os.path.join(HERE, "test_netcluster.py")], {}))
     env = {"SVCBUS_FAULT_DURATION": os.environ.get("SVCBUS_FAULT_DURATION", "300")} if long_form else {}

@@ -1,5 +1,5 @@
 -- pgTAP: security shape of the queue API: no function of schema svcbus is
--- SECURITY DEFINER but the Paxos acceptor's five entry points, closed to PUBLIC; every SQL-language function pins its search_path; the
+-- SECURITY DEFINER but the Paxos acceptor's six entry points, closed to PUBLIC; every SQL-language function pins its search_path; the
 -- storage schema and tables are closed to PUBLIC; a role without rights
 -- cannot reach a queue, and one with a grant can.
 BEGIN;
@@ -7,8 +7,9 @@ SELECT plan(13);
 
 SELECT set_eq($$SELECT proname::text FROM pg_proc
                 WHERE pronamespace = 'svcbus'::regnamespace AND prosecdef$$,
-              ARRAY['_paxos_prepare', '_paxos_accept', '_paxos_forward', '_paxos_recover', '_paxos_snapshot'],
-              'no svcbus function is SECURITY DEFINER (they check the caller''s rights) except the five Paxos acceptor entry points');
+              ARRAY['_paxos_prepare', '_paxos_accept', '_paxos_forward', '_paxos_recover', '_paxos_snapshot',
+                    '_paxos_read_index'],
+              'no svcbus function is SECURITY DEFINER (they check the caller''s rights) except the six Paxos acceptor entry points');
 SELECT is((SELECT count(*)::int FROM pg_proc
             WHERE pronamespace = 'svcbus'::regnamespace AND prosecdef
               AND (has_function_privilege('public', oid, 'EXECUTE')

@@ -29,5 +29,7 @@ SELECT svcbus._paxos_recover(1, 1, 1, 1, true, 1024);
 \echo :LAST_ERROR_SQLSTATE
 SELECT svcbus._paxos_snapshot(0);
 \echo :LAST_ERROR_SQLSTATE
+SELECT svcbus._paxos_read_index();
+\echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 DROP ROLE cluster_nobody;
