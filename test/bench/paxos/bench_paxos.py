@@ -71,7 +71,7 @@ ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 
 PEER_NOTES = {
     "svcbus": "psycopg, autocommit, prepared: SELECT svcbus.kv_put(k, v); "
-              "SELECT value FROM svcbus.kv_get(k) (linearizable: a read barrier through the log); "
+              "SELECT value FROM svcbus.kv_get(k) (linearizable: a read index confirmed by a quorum, no log write); "
               "SELECT svcbus.cluster_lock(n, 30, 30) then SELECT svcbus.cluster_unlock(n, token) "
               "(must be true)",
     "etcd": "etcd's v3 JSON gateway over keep-alive HTTP/1.1 (http.client): POST /v3/kv/put; "
