@@ -179,6 +179,11 @@ typedef struct Recovered
 static Recovered *recovered = NULL;
 static int  nrecovered = 0;
 static int  recovered_cap = 0;
+/* recovered[] by slot: rec_index[slot - rec_base] = i + 1 (0: none) */
+static int64 rec_base = 0;
+static int *rec_index = NULL;
+static int64 rec_index_cap = 0;
+static int64 rec_index_hi = 0;      /* offsets in use are below it */
 
 /* leader */
 static Proposal *props = NULL;
@@ -1266,11 +1271,27 @@ seen_ballot(int64 b)
         max_round = b / 256;
 }
 
+/* Index of slot's entry in recovered[], -1 if none. */
+static int
+recovered_find(int64 slot)
+{
+    int64       off = slot - rec_base;
+
+    if (off < 0 || off >= rec_index_hi)
+        return -1;
+    return rec_index[off] - 1;
+}
+
+/* Keep the higher-ballot value for slot (slots >= rec_base). */
 static void
 recovered_add(int64 slot, int64 ballot, const char *data, size_t len)
 {
-    for (int i = 0; i < nrecovered; i++)
-        if (recovered[i].slot == slot)
+    int64       off = slot - rec_base;
+    int         i = recovered_find(slot);
+
+    if (off < 0)
+        elog(ERROR, "svcbus paxos: recovered slot " INT64_FORMAT " below " INT64_FORMAT, slot, rec_base);
+    if (i >= 0)
         {
             if (ballot > recovered[i].ballot)
             {
@@ -1288,6 +1309,17 @@ recovered_add(int64 slot, int64 ballot, const char *data, size_t len)
         recovered = recovered ? repalloc(recovered, recovered_cap * sizeof(Recovered))
             : MemoryContextAlloc(TopMemoryContext, recovered_cap * sizeof(Recovered));
     }
+    if (off >= rec_index_cap)
+    {
+        int64       cap = Max(Max(1024, rec_index_cap * 2), off + 1);
+
+        rec_index = rec_index ? repalloc_huge(rec_index, cap * sizeof(int))
+            : MemoryContextAllocHuge(TopMemoryContext, cap * sizeof(int));
+        memset(rec_index + rec_index_cap, 0, (cap - rec_index_cap) * sizeof(int));
+        rec_index_cap = cap;
+    }
+    rec_index[off] = nrecovered + 1;
+    rec_index_hi = Max(rec_index_hi, off + 1);
     recovered[nrecovered].slot = slot;
     recovered[nrecovered].ballot = ballot;
     recovered[nrecovered].data = MemoryContextAlloc(TopMemoryContext, Max(len, 1));
@@ -1302,6 +1334,9 @@ recovered_clear(void)
     for (int i = 0; i < nrecovered; i++)
         pfree(recovered[i].data);
     nrecovered = 0;
+    if (rec_index_hi > 0)
+        memset(rec_index, 0, rec_index_hi * sizeof(int));
+    rec_index_hi = 0;
 }
 
 static void
@@ -1393,16 +1428,11 @@ become_leader(void)
     svcbus_batch_header(noop, maxtime, 0);
     for (int64 s = prep_from; s <= maxslot; s++)
     {
-        bool        found = false;
+        int         i = recovered_find(s);
 
-        for (int i = 0; i < nrecovered; i++)
-            if (recovered[i].slot == s)
-            {
-                props_append(recovered[i].data, recovered[i].len);
-                found = true;
-                break;
-            }
-        if (!found)
+        if (i >= 0)
+            props_append(recovered[i].data, recovered[i].len);
+        else
             props_append((char *) noop, sizeof(noop));
     }
     recovered_clear();
@@ -1486,6 +1516,9 @@ merge_entries(const Outstanding *o, int64 from)
 {
     size_t      off = 0;
     const uint8 *e = (const uint8 *) o->entries;
+
+    if (nrecovered == 0)
+        rec_base = from;
 
     while (e != NULL && off + 20 <= o->entries_len)
     {
@@ -1632,8 +1665,15 @@ on_reply(Peer *p, Outstanding *o, TimestampTz now)
             p->match = o->match;
         p->match_known = true;
         p->ack_gseq = Max(p->ack_gseq, o->gseq);
-        /* A gap: the acceptor lacks slots after its match; resend from there. */
-        if (o->last_slot > o->match && o->seq >= p->rewind_seq)
+        /*
+         * A gap: the acceptor lacks slots after its match; resend from
+         * there.  A heartbeat's reply shows it too (it is answered after
+         * every earlier call on the connection): without it a member that
+         * lost its log (an emptied node after its recovery) would wait for
+         * the next write to be caught up, and reads write nothing.
+         */
+        if (o->seq >= p->rewind_seq &&
+            (o->last_slot > o->match || (o->last_slot == 0 && o->match + 1 < p->next)))
         {
             p->next = o->match + 1;
             p->rewind_seq = p->send_seq + 1;
