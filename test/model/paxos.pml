@@ -66,6 +66,9 @@
 #ifndef SEED
 #define SEED 2
 #endif
+#ifndef TRUNC
+#define TRUNC 1                 /* snapshots and log truncation */
+#endif
 #ifndef LOST
 #define LOST 1
 #endif
@@ -107,6 +110,7 @@ typedef Acc {
     byte appv[SS];      /* ghost: value this node applied at each slot */
     byte hint;          /* volatile: cs->promised (SEED 0 only) */
     bit  rec;           /* durable: recovering, no vote */
+    byte tr;            /* durable: slots <= tr are in the snapshot, gone from the log */
 }
 
 /* An old copy of a node's durable state, and a recovery in progress. */
@@ -116,6 +120,7 @@ typedef Old {
     byte ab[SS];
     byte av[SS];
     byte applied;
+    byte tr;
 }
 typedef Rec {
     byte bal;           /* its phase-1 ballot, 0 = none yet */
@@ -206,7 +211,9 @@ inline store(a, s, b, v)
         chosen[s] = A[a].av[s]
     :: else -> skip
     fi;
-#if LOST > 0
+#if LOST > 0 || TRUNC > 0
+    /* acceptors that forget (lost state, truncation): "chosen" is "a
+     * majority ever accepted it at one ballot" */
     hk = s * NB + A[a].ab[s];
     if
     :: ackv[hk] != A[a].av[s] -> ackv[hk] = A[a].av[s]; ackm[hk] = 0
@@ -389,9 +396,16 @@ inline clear_leadership(i)
 
 /* Acceptor a handles the current candidate i's prepare and the reply
  * reaches it. */
+/* A prepare from a slot at or below the acceptor's truncation point is
+ * refused (svcbus._paxos_prepare state 3): no promise without the values. */
+#if defined(MUT_TRUNC_PROMISE) || TRUNC == 0
+#define PREP_TRUNC_OK(a, i) 1
+#else
+#define PREP_TRUNC_OK(a, i) (P[i].from > A[a].tr)
+#endif
 #define OPT_PREP(a, i) \
     :: d_step { P[i].role == CANDIDATE && !(P[i].pprom & (1 << a)) && !A[a].rec && \
-                T[TI(i, P[i].term)].bal >= A[a].prom -> \
+                T[TI(i, P[i].term)].bal >= A[a].prom && PREP_TRUNC_OK(a, i) -> \
         hb = T[TI(i, P[i].term)].bal; note_promise(a, hb); \
         recover(i, a); \
         maybe_lead(i); skip }
@@ -424,7 +438,7 @@ inline clear_leadership(i)
         hb = T[TI(i, t)].bal; \
         note_promise(a, hb); \
         if \
-        :: s > 0 -> hv = T[TI(i, t)].lg[s]; store(a, s, hb, hv) \
+        :: s > A[a].tr -> hv = T[TI(i, t)].lg[s]; store(a, s, hb, hv) \
         :: else -> skip \
         fi; \
         hm = A[a].applied; \
@@ -467,7 +481,7 @@ inline clear_leadership(i)
  * The restart replays its own accepted entries up to k: they must be what
  * it applied. */
 #define CRASH_COMMON(n, k) \
-        hs = 1; \
+        hs = A[n].tr + 1; \
         do \
         :: hs <= k -> assert(A[n].av[hs] == A[n].appv[hs]); hs++ \
         :: else -> break \
@@ -476,12 +490,12 @@ inline clear_leadership(i)
         R[n].bal = 0; R[n].mask = 0; R[n].rp = 0
 
 #define OPT_CRASH_P(n, k) \
-    :: d_step { k <= A[n].applied -> \
+    :: d_step { k <= A[n].applied && k >= A[n].tr -> \
         CRASH_COMMON(n, k); \
         clear_leadership(n); P[n].maxr = 0; skip }
 
 #define OPT_CRASH_A(n, k) \
-    :: d_step { k <= A[n].applied -> CRASH_COMMON(n, k); skip }
+    :: d_step { k <= A[n].applied && k >= A[n].tr -> CRASH_COMMON(n, k); skip }
 
 /* Lost state.  SNAP: a copy of node n's durable state is taken.  RESTORE:
  * node n crashes and restarts from that copy (forgetting what it promised
@@ -489,7 +503,7 @@ inline clear_leadership(i)
  * system identifier and WAL position), so it is recovering. */
 #define OPT_SNAP(n) \
     :: d_step { !O[n].taken && restores < LOST -> \
-        O[n].taken = 1; O[n].prom = A[n].prom; O[n].applied = A[n].applied; \
+        O[n].taken = 1; O[n].prom = A[n].prom; O[n].applied = A[n].applied; O[n].tr = A[n].tr; \
         hs = 0; \
         do \
         :: hs < SS -> O[n].ab[hs] = A[n].ab[hs]; O[n].av[hs] = A[n].av[hs]; hs++ \
@@ -505,7 +519,7 @@ inline clear_leadership(i)
 #define OPT_RESTORE(n) \
     :: d_step { O[n].taken && restores < LOST -> \
         restores++; \
-        A[n].prom = O[n].prom; \
+        A[n].prom = O[n].prom; A[n].tr = O[n].tr; \
         hs = 0; \
         do \
         :: hs < SS -> A[n].ab[hs] = O[n].ab[hs]; A[n].av[hs] = O[n].av[hs]; \
@@ -545,7 +559,7 @@ inline clear_leadership(i)
 #endif
 
 #define OPT_REC_READ(n, m) \
-    :: d_step { A[n].rec && !(R[n].mask & (1 << m)) && REC_OK(n, m) -> \
+    :: d_step { A[n].rec && !(R[n].mask & (1 << m)) && REC_OK(n, m) && A[m].tr <= A[n].applied -> \
         REC_PROMISE(n, m); \
         hs = A[n].applied + 1; \
         do \
@@ -617,6 +631,46 @@ inline clear_leadership(i)
 #define LOSS(n, m1, m2) OPT_SNAP(n) OPT_RESTORE(n) REC_BEGINS(n) OPT_REC_READ(n, m1) OPT_REC_READ(n, m2) OPT_REC_FINISH(n)
 #else
 #define LOSS(n, m1, m2)
+#endif
+
+/* Node n snapshots its applied state and truncates its log up to it. */
+#define OPT_TRUNC(n) \
+    :: d_step { A[n].applied > A[n].tr -> \
+        A[n].tr = A[n].applied; \
+        hs = 1; \
+        do \
+        :: hs <= A[n].tr -> A[n].ab[hs] = 0; A[n].av[hs] = 0; hs++ \
+        :: else -> break \
+        od; skip }
+
+/* Node n (not leading) installs member m's snapshot, ahead of its own
+ * applied index: m's applied state, its own log truncated up to it.  A
+ * candidate steps back first; a recovery starts over after it. */
+#define OPT_INSTALL(n, m) \
+    :: d_step { A[m].applied > A[n].applied && !(n < NP && P[n].role == LEADER) -> \
+        if \
+        :: n < NP && P[n].role == CANDIDATE -> clear_leadership(n) \
+        :: else -> skip \
+        fi; \
+        hs = 1; \
+        do \
+        :: hs <= A[m].applied -> \
+            assert(A[n].appv[hs] == 0 || A[n].appv[hs] == A[m].appv[hs]); \
+            A[n].appv[hs] = A[m].appv[hs]; A[n].ab[hs] = 0; A[n].av[hs] = 0; hs++ \
+        :: else -> break \
+        od; \
+        A[n].applied = A[m].applied; A[n].tr = A[m].applied; \
+        R[n].bal = 0; R[n].mask = 0; R[n].rp = 0; \
+        hs = 0; \
+        do \
+        :: hs < SS -> R[n].rb[hs] = 0; R[n].rv[hs] = 0; hs++ \
+        :: else -> break \
+        od; skip }
+
+#if TRUNC > 0
+#define SNAPS(n, m1, m2) OPT_TRUNC(n) OPT_INSTALL(n, m1) OPT_INSTALL(n, m2)
+#else
+#define SNAPS(n, m1, m2)
 #endif
 
 /* A candidate or leader gives up (a reject, a timeout, cut off). */
@@ -696,5 +750,8 @@ end:
     ACCEPTOR(0)
     ACCEPTOR(1)
     ACCEPTOR(2)
+    SNAPS(0, 1, 2)
+    SNAPS(1, 0, 2)
+    SNAPS(2, 0, 1)
     od
 }

@@ -13,6 +13,11 @@
 #                       votes at once) and MUT_REC_READ (recovery reads
 #                       the others without a phase 1 of its own: the first
 #                       version of the code) must give counterexamples.
+#                       Truncation: the model with one election per
+#                       proposer and no lost state to depth 24 must show
+#                       no violation; MUT_TRUNC_PROMISE (a prepare from a
+#                       truncated slot promised without the values) must
+#                       give a counterexample.
 #   long (make test-cluster): longer searches, plus the mutations
 #                       MUT_LEARN_NOCHECK, MUT_ADOPT_FIRST, MUT_REC_QUORUM
 #                       and the older ballot rule SEED=0, reported (a
@@ -84,6 +89,25 @@ for m in "rec_none 20 -DMUT_REC_NONE" "rec_read 22 -DMUT_REC_READ"; do
         fail=1
     fi
 done
+
+# Snapshots and log truncation (no lost state, one election per proposer):
+# the model as shipped must hold; a prepare promised without the truncated
+# values (MUT_TRUNC_PROMISE) must give a counterexample.
+run trunc "$BUDGET" 24 -DE=1 -DLOST=0
+if [ "$ERRS" = 0 ]; then
+    echo "ok - spin: snapshots and log truncation keep one value per slot (one election per proposer, depth 24, ${STATES} states in ${BUDGET}s, bounded search)"
+else
+    echo "not ok - spin: the truncation model has no assertion violation (errors: ${ERRS:-none reported}) ${VIOL:-}"
+    sed 's/^/# /' "$WORK/trunc/out.txt" | head -30
+    fail=1
+fi
+run trunc_promise 300 24 -DE=1 -DLOST=0 -DMUT_TRUNC_PROMISE
+if [ "${ERRS:-0}" != 0 ] && [ -n "$ERRS" ]; then
+    echo "ok - spin: mutation -DMUT_TRUNC_PROMISE (a promise without the truncated values) is caught: $VIOL"
+else
+    echo "not ok - spin: mutation -DMUT_TRUNC_PROMISE gives a counterexample (errors: ${ERRS:-none reported}, ${STATES:-?} states)"
+    fail=1
+fi
 
 if [ "$MODE" = long ]; then
     run rec_quorum "$MBUDGET" 22 -DE=1 -DMUT_REC_QUORUM
