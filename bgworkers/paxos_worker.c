@@ -316,6 +316,15 @@ update_detail(void)
 
 static void reads_unsend(void);
 
+/* The leader this node heard from within an election timeout, 0 if none.  cs->lock held. */
+static int
+known_leader(TimestampTz now)
+{
+    return (cs->leader_ballot > 0 &&
+            !TimestampDifferenceExceeds(cs->last_contact, now, svcbus_cluster_election_timeout_ms))
+        ? (int) (cs->leader_ballot % 256) : 0;
+}
+
 /* ---------------------------------------------------------------------
  * Connections
  */
@@ -719,6 +728,22 @@ peer_by_id(int id)
     return NULL;
 }
 
+/* Put a checked image into the arenas: the learner is at its slot now. */
+static void
+arenas_from_snapshot(const uint8 *img, size_t len, const SvcbusSnapArea *areas, int n,
+                     const SvcbusSnapMeta *m)
+{
+    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
+    LWLockAcquire(cs->sm_lock, LW_EXCLUSIVE);
+    svcbus_cluster_state_reset();
+    svcbus_snapshot_apply(img, len, areas, n);
+    cs->applied = m->slot;
+    cs->applied_time = m->time_ms;
+    cs->applied_digest = m->digest;
+    LWLockRelease(cs->sm_lock);
+    LWLockRelease(cs->lock);
+}
+
 /* Write the snapshot row (and truncate our log up to `truncate_to`); SPI connected. */
 static void
 store_snapshot(const SvcbusSnapMeta *m, const uint8 *img, size_t len, int64 truncate_to)
@@ -859,15 +884,7 @@ install_snapshot(Peer *p, const Outstanding *o)
     note_durable_end();
     MemoryContextSwitchTo(loop_cxt);
 
-    LWLockAcquire(cs->lock, LW_EXCLUSIVE);
-    LWLockAcquire(cs->sm_lock, LW_EXCLUSIVE);
-    svcbus_cluster_state_reset();
-    svcbus_snapshot_apply((const uint8 *) o->entries, o->entries_len, areas, n);
-    cs->applied = m.slot;
-    cs->applied_time = m.time_ms;
-    cs->applied_digest = m.digest;
-    LWLockRelease(cs->sm_lock);
-    LWLockRelease(cs->lock);
+    arenas_from_snapshot((const uint8 *) o->entries, o->entries_len, areas, n, &m);
     ConditionVariableBroadcast(&cs->applied_cv);
     snap_slot = m.slot;
     log_truncated = Max(log_truncated, m.slot);
@@ -912,9 +929,7 @@ check_stuck(TimestampTz now)
     LWLockAcquire(cs->lock, LW_SHARED);
     applied = cs->applied;
     commit = cs->commit;
-    leader = (cs->leader_ballot > 0 &&
-              !TimestampDifferenceExceeds(cs->last_contact, now, svcbus_cluster_election_timeout_ms))
-        ? (int) (cs->leader_ballot % 256) : 0;
+    leader = known_leader(now);
     LWLockRelease(cs->lock);
     if (applied != progress_applied || commit <= applied)
     {
@@ -1075,9 +1090,7 @@ follower_reads(TimestampTz now)
     if (reads_open == 0 || read_rpc_inflight)
         return;
     LWLockAcquire(cs->lock, LW_SHARED);
-    leader = (cs->leader_ballot > 0 &&
-              !TimestampDifferenceExceeds(cs->last_contact, now, svcbus_cluster_election_timeout_ms))
-        ? (int) (cs->leader_ballot % 256) : 0;
+    leader = known_leader(now);
     LWLockRelease(cs->lock);
     if (leader == 0 || leader == me)
         return;
@@ -1117,6 +1130,27 @@ reply_fields(ReqKind kind)
         default:
             return 11;
     }
+}
+
+/* A bytea column of a reply into o->entries (TopMemoryContext); NULL: none. */
+static void
+take_bytea(PGresult *r, int col, Outstanding *o)
+{
+    size_t      n;
+    unsigned char *raw;
+
+    if (PQgetisnull(r, 0, col))
+        return;
+    raw = PQunescapeBytea((unsigned char *) PQgetvalue(r, 0, col), &n);
+    if (raw == NULL)
+    {
+        o->failed = true;
+        return;
+    }
+    o->entries = MemoryContextAllocHuge(TopMemoryContext, Max(n, 1));
+    memcpy(o->entries, raw, n);
+    o->entries_len = n;
+    PQfreemem(raw);
 }
 
 static void
@@ -1166,44 +1200,17 @@ peer_read(Peer *p, TimestampTz now)
                         o->max_slot = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
                         o->snap_time = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
                         o->snap_digest = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
-                        if (!PQgetisnull(r, 0, 3))
-                        {
-                            size_t      n;
-                            unsigned char *raw = PQunescapeBytea((unsigned char *) PQgetvalue(r, 0, 3), &n);
-
-                            if (raw)
-                            {
-                                o->entries = MemoryContextAllocHuge(TopMemoryContext, Max(n, 1));
-                                memcpy(o->entries, raw, n);
-                                o->entries_len = n;
-                                PQfreemem(raw);
-                            }
-                            else
-                                o->failed = true;
-                        }
+                        take_bytea(r, 3, o);
                     }
                     else if (o->kind == REQ_RECOVER)
                     {
-                        size_t      n;
-                        unsigned char *raw;
-
                         o->ok = PQgetvalue(r, 0, 0)[0] == 't';
                         o->promised = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
                         o->max_slot = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
                         o->inc = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
                         o->upto = strtoll(PQgetvalue(r, 0, 5), NULL, 10);
                         o->truncated = strtoll(PQgetvalue(r, 0, 6), NULL, 10);
-                        raw = PQgetisnull(r, 0, 3) ? NULL :
-                            PQunescapeBytea((unsigned char *) PQgetvalue(r, 0, 3), &n);
-                        if (raw)
-                        {
-                            o->entries = MemoryContextAlloc(TopMemoryContext, Max(n, 1));
-                            memcpy(o->entries, raw, n);
-                            o->entries_len = n;
-                            PQfreemem(raw);
-                        }
-                        else if (!PQgetisnull(r, 0, 3))
-                            o->failed = true;
+                        take_bytea(r, 3, o);
                     }
                     else
                     {
@@ -1216,21 +1223,8 @@ peer_read(Peer *p, TimestampTz now)
                         o->ok = PQgetvalue(r, 0, 0)[0] == 't';
                         o->promised = strtoll(PQgetvalue(r, 0, 1), NULL, 10);
                         o->match = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
-                        if (o->kind == REQ_PREPARE && !PQgetisnull(r, 0, 3))
-                        {
-                            size_t      n;
-                            unsigned char *raw = PQunescapeBytea((unsigned char *) PQgetvalue(r, 0, 3), &n);
-
-                            if (raw)
-                            {
-                                o->entries = MemoryContextAlloc(TopMemoryContext, Max(n, 1));
-                                memcpy(o->entries, raw, n);
-                                o->entries_len = n;
-                                PQfreemem(raw);
-                            }
-                            else
-                                o->failed = true;
-                        }
+                        if (o->kind == REQ_PREPARE)
+                            take_bytea(r, 3, o);
                     }
                 }
                 break;
@@ -1833,9 +1827,7 @@ follower_forward(TimestampTz now)
     static uint8 *buf = NULL;
 
     LWLockAcquire(cs->lock, LW_SHARED);
-    leader = (cs->leader_ballot > 0 &&
-              !TimestampDifferenceExceeds(cs->last_contact, now, svcbus_cluster_election_timeout_ms))
-        ? (int) (cs->leader_ballot % 256) : 0;
+    leader = known_leader(now);
     LWLockRelease(cs->lock);
 
     if (buf == NULL)
@@ -2336,15 +2328,7 @@ load_own_snapshot(void)
                     (errcode(ERRCODE_DATA_CORRUPTED),
                      errmsg("svcbus paxos: this node's snapshot cannot be loaded: %s", svcbus_snapshot_rc_name(rc)),
                      errhint("svcbus.cluster_max_keys, svcbus.cluster_memory, svcbus.cluster_history and svcbus.max_locks must be what they were when it was taken.")));
-        LWLockAcquire(cs->lock, LW_EXCLUSIVE);
-        LWLockAcquire(cs->sm_lock, LW_EXCLUSIVE);
-        svcbus_cluster_state_reset();
-        svcbus_snapshot_apply((const uint8 *) VARDATA_ANY(img), VARSIZE_ANY_EXHDR(img), areas, n);
-        cs->applied = m.slot;
-        cs->applied_time = m.time_ms;
-        cs->applied_digest = m.digest;
-        LWLockRelease(cs->sm_lock);
-        LWLockRelease(cs->lock);
+        arenas_from_snapshot((const uint8 *) VARDATA_ANY(img), VARSIZE_ANY_EXHDR(img), areas, n, &m);
         elog(LOG, "svcbus paxos: node %d loaded its snapshot at slot " INT64_FORMAT, me, m.slot);
     }
     SPI_finish();
