@@ -27,10 +27,12 @@ OBJS = \
 	extension/cluster_acceptor.o \
 	extension/cluster_api.o \
 	extension/cluster_lock_api.o \
+	extension/event_api.o \
 	bus/lock_sm.o \
 	bus/lock_shmem.o \
 	bus/topic_match.o \
 	bus/backoff.o \
+	bus/horizon.o \
 	bus/queue_shmem.o \
 	bus/queue_state.o \
 	bus/queue_xact.o \
@@ -46,14 +48,16 @@ OBJS = \
 	bus/cluster_shmem.o \
 	bus/registry_sm.o \
 	bus/registry_sm_cmd.o \
-	bus/registry_sm_read.o
+	bus/registry_sm_read.o \
+	bus/event_shmem.o \
+	bus/event_store.o
 
 DATA = sql/svcbus--0.1.sql
 PGFILEDESC = "svcbus - service bus inside PostgreSQL"
 
 # pg_regress: tests in test/sql, expected output in test/expected, run on a
 # temporary instance that preloads svcbus (see test/svcbus.conf).
-REGRESS        = version workers queue_basic queue_errors queue_dead_letters queue_permissions queue_groups queue_topics locks cache cluster
+REGRESS        = version workers queue_basic queue_errors queue_dead_letters queue_permissions queue_groups queue_topics locks cache cluster events
 REGRESS_OUTDIR ?= test/results-regress
 REGRESS_OPTS   = --inputdir=test --outputdir=$(REGRESS_OUTDIR) \
                  --temp-instance=$(REGRESS_OUTDIR)/tmp_check \

@@ -14,6 +14,7 @@
 #ifndef SVCBUS_QUEUE_H
 #define SVCBUS_QUEUE_H
 
+#include "bus/horizon.h"
 #include "postgres.h"
 
 #include "access/transam.h"
@@ -104,13 +105,6 @@ typedef struct SvcbusTracked
     uint32      group_hash;     /* ordered group, when has_group */
 } SvcbusTracked;
 
-/* A transaction that has sent to the queue and not yet ended. */
-typedef struct SvcbusPendingSend
-{
-    int         procno;         /* -1: free */
-    TimestampTz min_visible_at; /* smallest visible_at it has sent */
-} SvcbusPendingSend;
-
 typedef struct SvcbusQueueSeg
 {
     int64       unread[SVCBUS_QUEUE_NPRIO]; /* committed, not yet read */
@@ -134,11 +128,10 @@ typedef struct SvcbusQueueState
     int         cur_seg;        /* segment that receives inserts */
     SvcbusQueueSeg segs[SVCBUS_QUEUE_NSEG];
     SvcbusQueueKey cursor[SVCBUS_QUEUE_NPRIO];  /* last key read, per priority */
-    TimestampTz floor;          /* no new send gets visible_at below it */
     TimestampTz next_due_hint;  /* earliest known future visible_at (0: none) */
-    SvcbusPendingSend pending[SVCBUS_QUEUE_MAX_PENDING];
-    int         pending_overflow;       /* xacts not in `pending` */
-    TimestampTz overflow_min_visible_at;
+    SvcbusHorizon horizon;      /* read horizon over visible_at (its floor:
+                                 * no new send gets visible_at below it) */
+    SvcbusHorizonSlot pending[SVCBUS_QUEUE_MAX_PENDING];  /* its slots */
     dlist_head  lists[5];       /* SvcbusTracked by state; INFLIGHT and
                                  * READY sorted by due */
     int64       n_inflight;
@@ -251,6 +244,7 @@ typedef struct SvcbusAsOwner
     Oid         save_userid;
     int         save_sec;
 } SvcbusAsOwner;
+extern Oid  svcbus_extension_owner(void);
 extern void svcbus_enter_owner(SvcbusAsOwner *s);
 extern void svcbus_leave_owner(SvcbusAsOwner *s);
 extern void svcbus_store_create_segments(int32 queue_id);

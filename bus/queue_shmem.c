@@ -126,10 +126,8 @@ svcbus_queue_state(int32 queue_id, bool create)
         for (int l = 0; l < 5; l++)
             dlist_init(&q->lists[l]);
         ConditionVariableInit(&q->cv);
-        for (int i = 0; i < SVCBUS_QUEUE_MAX_PENDING; i++)
-            q->pending[i].procno = -1;
-        q->pending_overflow = 0;
-        q->overflow_min_visible_at = 0;
+        svcbus_horizon_init(&q->horizon, q->pending, SVCBUS_QUEUE_MAX_PENDING,
+                            DT_NOBEGIN);
         svcbus_queue_reset(q);
     }
     LWLockRelease(svcbus_shared->lock);

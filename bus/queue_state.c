@@ -24,19 +24,7 @@
 TimestampTz
 svcbus_queue_horizon(SvcbusQueueState *q, TimestampTz now)
 {
-    TimestampTz h = now;
-
-    for (int i = 0; i < SVCBUS_QUEUE_MAX_PENDING; i++)
-    {
-        if (q->pending[i].procno >= 0 && q->pending[i].min_visible_at < h)
-            h = q->pending[i].min_visible_at;
-    }
-    if (q->pending_overflow > 0 && q->overflow_min_visible_at < h)
-        h = q->overflow_min_visible_at;
-    if (h < q->floor)
-        h = q->floor;
-    q->floor = h;
-    return h;
+    return svcbus_horizon_advance(&q->horizon, now);
 }
 
 int
@@ -86,7 +74,7 @@ svcbus_queue_reset(SvcbusQueueState *q)
         q->cursor[p].visible_at = DT_NOBEGIN;
         q->cursor[p].id = 0;
     }
-    q->floor = DT_NOBEGIN;
+    q->horizon.floor = DT_NOBEGIN;
     q->next_due_hint = 0;
     q->n_inflight = q->n_ready = q->n_dead_pending = q->n_delayed = q->n_parked = 0;
     q->sent_total = q->received_total = q->acked_total = q->dead_total = 0;

@@ -103,8 +103,8 @@ local_hash(const char *name, Size keysize, Size entrysize)
  * The role that owns svcbus's storage: the owner of schema
  * svcbus_internal, which CREATE EXTENSION made the extension's owner.
  */
-static Oid
-extension_owner(void)
+Oid
+svcbus_extension_owner(void)
 {
     static Oid  owner = InvalidOid;
     static Oid  owner_db = InvalidOid;
@@ -134,7 +134,7 @@ void
 svcbus_enter_owner(SvcbusAsOwner *s)
 {
     static OverrideSearchPath *pinned = NULL;
-    Oid         owner = extension_owner();
+    Oid         owner = svcbus_extension_owner();
 
     if (pinned == NULL)
     {

@@ -108,33 +108,12 @@ register_pending(SvcbusQueueState *q, int seg, TimestampTz visible_at)
 
         p = palloc0(sizeof(PendingNote));
         p->queue_id = q->queue_id;
-        p->slot = -1;
-        for (int i = 0; i < SVCBUS_QUEUE_MAX_PENDING; i++)
-        {
-            if (q->pending[i].procno < 0)
-            {
-                p->slot = i;
-                q->pending[i].procno = MyProc->pgprocno;
-                q->pending[i].min_visible_at = visible_at;
-                break;
-            }
-        }
-        if (p->slot < 0)
-        {
-            if (q->pending_overflow == 0 || visible_at < q->overflow_min_visible_at)
-                q->overflow_min_visible_at = visible_at;
-            q->pending_overflow++;
-        }
+        p->slot = svcbus_horizon_hold(&q->horizon, MyProc->pgprocno, &visible_at);
         pending_notes = lappend(pending_notes, p);
         MemoryContextSwitchTo(old);
     }
-    else if (p->slot >= 0)
-    {
-        if (visible_at < q->pending[p->slot].min_visible_at)
-            q->pending[p->slot].min_visible_at = visible_at;
-    }
-    else if (visible_at < q->overflow_min_visible_at)
-        q->overflow_min_visible_at = visible_at;
+    else
+        svcbus_horizon_add(&q->horizon, p->slot, &visible_at);
 
     if ((p->seg_mask & (1 << seg)) == 0)
     {
@@ -147,13 +126,7 @@ register_pending(SvcbusQueueState *q, int seg, TimestampTz visible_at)
 static void
 release_pending(SvcbusQueueState *q, PendingNote *p)
 {
-    if (p->slot >= 0)
-    {
-        if (q->pending[p->slot].procno == MyProc->pgprocno)
-            q->pending[p->slot].procno = -1;
-    }
-    else if (q->pending_overflow > 0)
-        q->pending_overflow--;
+    svcbus_horizon_release(&q->horizon, p->slot, MyProc->pgprocno);
     for (int s = 0; s < SVCBUS_QUEUE_NSEG; s++)
         if ((p->seg_mask & (1 << s)) && q->segs[s].pending > 0)
             q->segs[s].pending--;
@@ -169,8 +142,8 @@ svcbus_queue_begin_send(SvcbusQueueState *q, TimestampTz *visible_at)
 {
     int         seg = q->cur_seg;
 
-    if (*visible_at < q->floor)
-        *visible_at = q->floor;
+    if (*visible_at < q->horizon.floor)
+        *visible_at = q->horizon.floor;
     register_pending(q, seg, *visible_at);
     return seg;
 }

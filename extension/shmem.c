@@ -27,6 +27,7 @@
 #include "bus/queue.h"
 #include "bus/cache.h"
 #include "bus/cluster.h"
+#include "bus/event.h"
 #include "extension/svcbus.h"
 
 SvcbusShared *svcbus_shared = NULL;
@@ -65,6 +66,7 @@ svcbus_shmem_request(void)
     svcbus_lock_shmem_request();
     svcbus_cache_shmem_request();
     svcbus_cluster_shmem_request();
+    svcbus_event_shmem_request();
 }
 
 /* Seed slot i of a fresh table: name from the registry, history from carry. */
@@ -144,6 +146,7 @@ svcbus_shmem_startup(void)
     svcbus_lock_shmem_init();
     svcbus_cache_shmem_init();
     svcbus_cluster_shmem_init();
+    svcbus_event_shmem_init();
     LWLockRelease(AddinShmemInitLock);
 
     if (!IsUnderPostmaster)

@@ -960,3 +960,73 @@ CREATE VIEW svcbus.cluster_locks AS SELECT * FROM svcbus.cluster_lock_status();
 COMMENT ON VIEW svcbus.cluster_locks IS
   'One row per holder or waiter of a cluster lock, as this node''s replica has them; expires_in in seconds.';
 GRANT SELECT ON svcbus.cluster_locks TO PUBLIC;
+
+-- Event store (CQRS; see bus/README-events.md).  The log is insert-only:
+-- one row per event, its global position assigned in commit-safe order by
+-- the read horizon (bus/horizon.h).
+CREATE TABLE svcbus_internal.events (
+    position     bigint PRIMARY KEY,
+    stream       text NOT NULL,
+    version      bigint NOT NULL,
+    type         text NOT NULL,
+    data         jsonb NOT NULL,
+    metadata     jsonb NOT NULL,
+    appended_at  timestamptz NOT NULL,
+    UNIQUE (stream, version)
+) WITH (fillfactor = 100);
+
+CREATE TABLE svcbus_internal.stream_grants (
+    prefix     text NOT NULL,        -- '' = every stream
+    grantee    oid NOT NULL,         -- 0 = PUBLIC
+    privilege  text NOT NULL CHECK (privilege IN ('append', 'read', 'admin')),
+    PRIMARY KEY (prefix, grantee, privilege)
+);
+
+CREATE FUNCTION svcbus.append(stream text, events jsonb, expected_version text DEFAULT 'any',
+                              OUT version bigint, OUT positions bigint[])
+AS 'MODULE_PATHNAME', 'svcbus_append'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.append(text, jsonb, text) IS
+  'Append events ([{type, data, metadata}, ...]) to a stream in the caller''s transaction; expected_version is a number, ''any'' or ''no_stream''; returns the new stream version and the events'' global positions.';
+CREATE FUNCTION svcbus.append(stream text, events jsonb, expected_version bigint,
+                              OUT version bigint, OUT positions bigint[])
+AS 'MODULE_PATHNAME', 'svcbus_append'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.append(text, jsonb, bigint) IS
+  'Append events to a stream whose version must be expected_version (0: no stream yet).';
+
+CREATE FUNCTION svcbus.read_stream(stream text, from_version bigint DEFAULT 1, max integer DEFAULT 1000)
+RETURNS TABLE(version bigint, "position" bigint, type text, data jsonb, metadata jsonb, appended_at timestamptz)
+AS 'MODULE_PATHNAME', 'svcbus_read_stream'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.read_stream(text, bigint, integer) IS
+  'Up to max events of a stream from version from_version on, in version order.';
+
+CREATE FUNCTION svcbus.read_all(from_position bigint DEFAULT 0, max integer DEFAULT 1000,
+                                types text[] DEFAULT NULL, stream_prefix text DEFAULT '')
+RETURNS TABLE("position" bigint, stream text, version bigint, type text, data jsonb, metadata jsonb,
+              appended_at timestamptz)
+AS 'MODULE_PATHNAME', 'svcbus_read_all'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.read_all(bigint, integer, text[], text) IS
+  'Up to max events after from_position in global order, never past an append that may still commit; optionally only the given types and streams under stream_prefix.';
+
+CREATE FUNCTION svcbus.stream_version(stream text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_stream_version'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.stream_version(text) IS
+  'Current version of a stream (number of its last event; 0 if it has none).';
+
+CREATE FUNCTION svcbus.grant_stream(prefix text, role name, privilege text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_grant_stream'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.grant_stream(text, name, text) IS
+  'Give a role (or PUBLIC) the append, read or admin right on every stream whose name starts with prefix.';
+CREATE FUNCTION svcbus.revoke_stream(prefix text, role name, privilege text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_revoke_stream'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.revoke_stream(text, name, text) IS
+  'Take back a right given with grant_stream.';

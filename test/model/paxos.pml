@@ -154,9 +154,9 @@ int  msgs[NP * E];      /* the network: accept messages sent, per term */
 byte chosen[SS];        /* ghost: value chosen at each slot, 0 = none yet */
 Old  O[N];
 Rec  R[N];
-/* ghost, for LOST: acceptors that ever accepted slot s at ballot b, and the
- * value, at s * NB + b.  With acceptors that can forget, "chosen" is "a
- * majority accepted it at one ballot", whether or not they still hold it. */
+/* ghost: acceptors that ever accepted slot s at ballot b, and the value, at
+ * s * NB + b: "chosen" is "a majority accepted it at one ballot", whether or
+ * not they still hold it. */
 #define NB (4 * (RMAX + 1))
 byte ackm[SS * NB];
 byte ackv[SS * NB];
@@ -211,9 +211,9 @@ inline store(a, s, b, v)
         chosen[s] = A[a].av[s]
     :: else -> skip
     fi;
-#if LOST > 0 || TRUNC > 0
-    /* acceptors that forget (lost state, truncation): "chosen" is "a
-     * majority ever accepted it at one ballot" */
+    /* "chosen" is "a majority ever accepted it at one ballot", whether or
+     * not they still hold it: an acceptor may since have accepted it again
+     * at a higher ballot, forgotten it (lost state) or truncated it */
     hk = s * NB + A[a].ab[s];
     if
     :: ackv[hk] != A[a].av[s] -> ackv[hk] = A[a].av[s]; ackm[hk] = 0
@@ -226,7 +226,6 @@ inline store(a, s, b, v)
         chosen[s] = A[a].av[s]
     :: else -> skip
     fi
-#endif
 }
 
 inline note_promise(a, b)
@@ -425,7 +424,7 @@ inline clear_leadership(i)
 
 /* Leader i sends accept(b, slot s, commit) (s = 0: heartbeat). */
 #define OPT_SEND(i, s) \
-    :: d_step { P[i].role == LEADER && \
+    :: d_step { P[i].role == LEADER && s <= S && \
                 (s == 0 || (s >= P[i].from && s <= P[i].last)) && \
                 !(msgs[TI(i, P[i].term)] & MB(s, P[i].commit)) -> \
         msgs[TI(i, P[i].term)] = msgs[TI(i, P[i].term)] | MB(s, P[i].commit); skip }
@@ -434,7 +433,8 @@ inline clear_leadership(i)
  * promised it stores the entry, records (b, c) and replies match, which
  * proposer i uses if it is still leader in that term. */
 #define OPT_ACC(a, i, t, s, c) \
-    :: d_step { (msgs[TI(i, t)] & MB(s, c)) && T[TI(i, t)].bal >= A[a].prom && !A[a].rec -> \
+    :: d_step { s <= S && c <= S && (msgs[TI(i, t)] & MB(s, c)) && \
+                T[TI(i, t)].bal >= A[a].prom && !A[a].rec -> \
         hb = T[TI(i, t)].bal; \
         note_promise(a, hb); \
         if \
@@ -625,7 +625,12 @@ inline clear_leadership(i)
 #else
 #define REC_B3(n)
 #endif
-#define REC_BEGINS(n) OPT_REC_BEGIN(n, 1) OPT_REC_BEGIN(n, 2) REC_B3(n)
+#if RMAX >= 2
+#define REC_B2(n) OPT_REC_BEGIN(n, 2)
+#else
+#define REC_B2(n)
+#endif
+#define REC_BEGINS(n) OPT_REC_BEGIN(n, 1) REC_B2(n) REC_B3(n)
 
 #if LOST > 0
 #define LOSS(n, m1, m2) OPT_SNAP(n) OPT_RESTORE(n) REC_BEGINS(n) OPT_REC_READ(n, m1) OPT_REC_READ(n, m2) OPT_REC_FINISH(n)
@@ -716,7 +721,12 @@ inline clear_leadership(i)
 #endif
 #define PER_I(M, a) M(a, 0) M(a, 1) I3(M, a)
 
-#define R_START(i) OPT_START(i, 1) OPT_START(i, 2) R3(i) R4(i)
+#define R_START(i) OPT_START(i, 1) R2(i) R3(i) R4(i)
+#if RMAX >= 2
+#define R2(i) OPT_START(i, 2)
+#else
+#define R2(i)
+#endif
 #if RMAX >= 3
 #define R3(i) OPT_START(i, 3)
 #else

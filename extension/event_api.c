@@ -1,0 +1,326 @@
+/*
+ * extension/event_api.c
+ *      SQL-callable functions of the event store: append, read_stream,
+ *      read_all, stream_version, grant_stream, revoke_stream.  Argument
+ *      checks and JSON validation here; table access in bus/event_store.c.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "bus/event.h"
+#include "extension/svcbus.h"
+
+/* Events are served in svcbus.database only (one position counter). */
+static void
+check_database(void)
+{
+    static Oid  checked_db = InvalidOid;
+    char       *db;
+
+    (void) svcbus_event_shared();
+    if (checked_db == MyDatabaseId)
+        return;
+    db = get_database_name(MyDatabaseId);
+    if (db == NULL || strcmp(db, svcbus_database) != 0)
+        ereport(ERROR,
+                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+                 errmsg("svcbus events are served only in database \"%s\"", svcbus_database),
+                 errhint("Use that database, or set svcbus.database and restart the server.")));
+    checked_db = MyDatabaseId;
+}
+
+static Jsonb *
+empty_object(void)
+{
+    return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+}
+
+/* The object value of key in event i, or NULL when absent; 22023 if not an object. */
+static Jsonb *
+object_member(JsonbContainer *ev, const char *key, int i)
+{
+    JsonbValue *v = getKeyJsonValueFromContainer(ev, key, strlen(key), NULL);
+
+    if (v == NULL)
+        return NULL;
+    if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+        ereport(ERROR,
+                (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                 errmsg("\"%s\" of event %d must be a JSON object", key, i + 1)));
+    return JsonbValueToJsonb(v);
+}
+
+/*
+ * Parse events: a non-empty array of objects {"type": text, "data":
+ * object, "metadata": object}, data and metadata optional ({}).
+ */
+static SvcbusEventIn *
+parse_events(Jsonb *jb, int *n)
+{
+    int         count;
+    SvcbusEventIn *evs;
+
+    if (!JB_ROOT_IS_ARRAY(jb) || JB_ROOT_IS_SCALAR(jb))
+        ereport(ERROR,
+                (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                 errmsg("events must be a JSON array of event objects"),
+                 errhint("Pass [{\"type\": \"...\", \"data\": {...}, \"metadata\": {...}}, ...].")));
+    count = JB_ROOT_COUNT(jb);
+    if (count == 0)
+        ereport(ERROR,
+                (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                 errmsg("events must not be an empty array")));
+    if (count > SVCBUS_EVENT_MAX_BATCH)
+        ereport(ERROR,
+                (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                 errmsg("too many events in one append (%d)", count),
+                 errdetail("At most %d events can be appended in one call.", SVCBUS_EVENT_MAX_BATCH)));
+    evs = palloc0(sizeof(SvcbusEventIn) * count);
+    for (int i = 0; i < count; i++)
+    {
+        JsonbValue *v = getIthJsonbValueFromContainer(&jb->root, i);
+        JsonbContainer *ev;
+        JsonbValue *type;
+        int         known = 1;
+
+        if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+            ereport(ERROR,
+                    (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                     errmsg("event %d must be a JSON object", i + 1)));
+        ev = v->val.binary.data;
+        type = getKeyJsonValueFromContainer(ev, "type", 4, NULL);
+        if (type == NULL || type->type != jbvString || type->val.string.len == 0)
+            ereport(ERROR,
+                    (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                     errmsg("event %d has no type", i + 1),
+                     errdetail("Each event needs \"type\": a non-empty string.")));
+        if (type->val.string.len > SVCBUS_EVENT_TYPE_MAX)
+            ereport(ERROR,
+                    (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                     errmsg("type of event %d is too long (%d bytes)", i + 1, type->val.string.len),
+                     errdetail("An event type has at most %d bytes.", SVCBUS_EVENT_TYPE_MAX)));
+        evs[i].type = pnstrdup(type->val.string.val, type->val.string.len);
+        evs[i].data = object_member(ev, "data", i);
+        evs[i].metadata = object_member(ev, "metadata", i);
+        known += evs[i].data != NULL;
+        known += evs[i].metadata != NULL;
+        if (JsonContainerSize(ev) > known)
+            ereport(ERROR,
+                    (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                     errmsg("event %d has a key other than \"type\", \"data\" and \"metadata\"", i + 1)));
+        if (evs[i].data == NULL)
+            evs[i].data = empty_object();
+        if (evs[i].metadata == NULL)
+            evs[i].metadata = empty_object();
+        if (VARSIZE(evs[i].data) + VARSIZE(evs[i].metadata) > SVCBUS_EVENT_MAX_BYTES)
+            ereport(ERROR,
+                    (errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+                     errmsg("event %d is too large (%zu bytes)", i + 1,
+                            (size_t) (VARSIZE(evs[i].data) + VARSIZE(evs[i].metadata))),
+                     errdetail("The data and metadata of one event take at most %d bytes.",
+                               SVCBUS_EVENT_MAX_BYTES)));
+    }
+    *n = count;
+    return evs;
+}
+
+static void
+bad_expected(const char *s)
+{
+    ereport(ERROR,
+            (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+             errmsg("invalid expected_version \"%s\"", svcbus_event_cut(s)),
+             errhint("Use a version number (0: no stream yet), \"any\" or \"no_stream\".")));
+}
+
+static void
+parse_expected(FunctionCallInfo fcinfo, SvcbusExpect *expect, int64 *expected)
+{
+    if (PG_ARGISNULL(2))
+        ereport(ERROR,
+                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                 errmsg("expected_version must not be null"),
+                 errhint("Use \"any\" to append whatever the stream's version.")));
+    if (get_fn_expr_argtype(fcinfo->flinfo, 2) == INT8OID)
+    {
+        *expected = PG_GETARG_INT64(2);
+        if (*expected < 0)
+            bad_expected(psprintf(INT64_FORMAT, *expected));
+        *expect = SVCBUS_EXPECT_VERSION;
+        return;
+    }
+    else
+    {
+        char       *s = text_to_cstring(PG_GETARG_TEXT_PP(2));
+        char       *end;
+
+        if (strcmp(s, "any") == 0)
+            *expect = SVCBUS_EXPECT_ANY;
+        else if (strcmp(s, "no_stream") == 0)
+            *expect = SVCBUS_EXPECT_NO_STREAM;
+        else
+        {
+            if (s[0] < '0' || s[0] > '9')
+                bad_expected(s);
+            errno = 0;
+            *expected = strtoll(s, &end, 10);
+            if (errno != 0 || *end != '\0')
+                bad_expected(s);
+            *expect = SVCBUS_EXPECT_VERSION;
+        }
+    }
+}
+
+PG_FUNCTION_INFO_V1(svcbus_append);
+Datum
+svcbus_append(PG_FUNCTION_ARGS)
+{
+    char       *stream = svcbus_text_arg(fcinfo, 0, "stream name");
+    Jsonb      *events;
+    SvcbusEventIn *evs;
+    SvcbusExpect expect;
+    int64       expected = 0;
+    int64       version;
+    int64      *positions;
+    Datum      *pd;
+    int         n;
+    TupleDesc   td;
+    Datum       values[2];
+    bool        nulls[2] = {false, false};
+
+    check_database();
+    svcbus_event_validate_stream(stream);
+    if (PG_ARGISNULL(1))
+        ereport(ERROR,
+                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                 errmsg("events must not be null")));
+    events = PG_GETARG_JSONB_P(1);
+    parse_expected(fcinfo, &expect, &expected);
+    evs = parse_events(events, &n);
+    svcbus_event_require(stream, SVCBUS_SPRIV_APPEND, false);
+
+    positions = palloc(sizeof(int64) * n);
+    version = svcbus_event_append(stream, evs, n, expect, expected, positions);
+
+    if (get_call_result_type(fcinfo, NULL, &td) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "svcbus: append must return a record");
+    td = BlessTupleDesc(td);
+    pd = palloc(sizeof(Datum) * n);
+    for (int i = 0; i < n; i++)
+        pd[i] = Int64GetDatum(positions[i]);
+    values[0] = Int64GetDatum(version);
+    values[1] = PointerGetDatum(construct_array(pd, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+    PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(td, values, nulls)));
+}
+
+static int32
+max_arg(FunctionCallInfo fcinfo, int n)
+{
+    int32       max;
+
+    if (PG_ARGISNULL(n))
+        ereport(ERROR,
+                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                 errmsg("max must not be null")));
+    max = PG_GETARG_INT32(n);
+    if (max < 1 || max > 100000)
+        ereport(ERROR,
+                (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                 errmsg("max must be between 1 and 100000, not %d", max)));
+    return max;
+}
+
+PG_FUNCTION_INFO_V1(svcbus_read_stream);
+Datum
+svcbus_read_stream(PG_FUNCTION_ARGS)
+{
+    char       *stream = svcbus_text_arg(fcinfo, 0, "stream name");
+    int64       from;
+    int32       max;
+    ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+    check_database();
+    svcbus_event_validate_stream(stream);
+    if (PG_ARGISNULL(1))
+        ereport(ERROR,
+                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                 errmsg("from_version must not be null")));
+    from = PG_GETARG_INT64(1);
+    max = max_arg(fcinfo, 2);
+    svcbus_event_require(stream, SVCBUS_SPRIV_READ, false);
+    InitMaterializedSRF(fcinfo, 0);
+    svcbus_event_read_stream(stream, from, max, rsinfo->setResult, rsinfo->setDesc);
+    return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(svcbus_read_all);
+Datum
+svcbus_read_all(PG_FUNCTION_ARGS)
+{
+    int64       from;
+    int32       max;
+    ArrayType  *types = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
+    char       *prefix = svcbus_text_arg(fcinfo, 3, "stream_prefix");
+    ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+    check_database();
+    if (PG_ARGISNULL(0))
+        ereport(ERROR,
+                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                 errmsg("from_position must not be null")));
+    from = PG_GETARG_INT64(0);
+    max = max_arg(fcinfo, 1);
+    if (prefix[0] != '\0')
+        svcbus_event_validate_stream(prefix);
+    svcbus_event_require(prefix, SVCBUS_SPRIV_READ, true);
+    InitMaterializedSRF(fcinfo, 0);
+    (void) svcbus_event_read_all(from, max, types, prefix, rsinfo->setResult, rsinfo->setDesc);
+    return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(svcbus_stream_version);
+Datum
+svcbus_stream_version(PG_FUNCTION_ARGS)
+{
+    char       *stream = svcbus_text_arg(fcinfo, 0, "stream name");
+
+    check_database();
+    svcbus_event_validate_stream(stream);
+    svcbus_event_require(stream, SVCBUS_SPRIV_READ, false);
+    PG_RETURN_INT64(svcbus_event_stream_version(stream));
+}
+
+static void
+grant_or_revoke(FunctionCallInfo fcinfo, bool grant)
+{
+    char       *prefix = svcbus_text_arg(fcinfo, 0, "prefix");
+    char       *role = NameStr(*PG_GETARG_NAME(1));
+    char       *priv = svcbus_text_arg(fcinfo, 2, "privilege");
+
+    check_database();
+    svcbus_event_grant(prefix, role, priv, grant);
+}
+
+PG_FUNCTION_INFO_V1(svcbus_grant_stream);
+Datum
+svcbus_grant_stream(PG_FUNCTION_ARGS)
+{
+    grant_or_revoke(fcinfo, true);
+    PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(svcbus_revoke_stream);
+Datum
+svcbus_revoke_stream(PG_FUNCTION_ARGS)
+{
+    grant_or_revoke(fcinfo, false);
+    PG_RETURN_VOID();
+}

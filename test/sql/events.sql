@@ -1,0 +1,172 @@
+-- Event store: append with optimistic concurrency, stream and global reads,
+-- bad input, rights by stream-name prefix.
+\set VERBOSITY default
+
+-- Appends return the new stream version and the global positions.
+SELECT * FROM svcbus.append('order-1', '[{"type": "created", "data": {"total": 10}},
+                                       {"type": "paid", "data": {"amount": 10}, "metadata": {"by": "card"}}]',
+                            'no_stream');
+SELECT * FROM svcbus.append('order-1', '[{"type": "shipped"}]', 2);
+SELECT * FROM svcbus.append('order-2', '[{"type": "created", "data": {"total": 5}}]');
+SELECT * FROM svcbus.append('order-2', '[{"type": "cancelled"}]', 'any');
+SELECT svcbus.stream_version('order-1'), svcbus.stream_version('order-2'),
+       svcbus.stream_version('nothing-here');
+
+-- Reads: one stream in version order, all streams in position order.
+SELECT version, "position", type, data, metadata FROM svcbus.read_stream('order-1');
+SELECT version, type FROM svcbus.read_stream('order-1', 2, 1);
+SELECT "position", stream, version, type FROM svcbus.read_all();
+SELECT "position", stream, type FROM svcbus.read_all(2, 2);
+SELECT "position", stream, type FROM svcbus.read_all(0, 100, ARRAY['created']);
+SELECT "position", stream, type FROM svcbus.read_all(0, 100, NULL, 'order-2');
+
+-- The append commits or rolls back with the caller's transaction; a rolled
+-- back position is a gap that readers pass without waiting.
+BEGIN;
+SELECT version FROM svcbus.append('order-3', '[{"type": "created"}]');
+ROLLBACK;
+SELECT svcbus.stream_version('order-3');
+SELECT version FROM svcbus.append('order-3', '[{"type": "created"}]', 0);
+SELECT "position" > 5 AS after_the_gap, stream, type FROM svcbus.read_all(5);
+BEGIN;
+SELECT version FROM svcbus.append('order-4', '[{"type": "created"}]');
+SAVEPOINT s;
+SELECT version FROM svcbus.append('order-4', '[{"type": "updated"}]', 1);
+ROLLBACK TO s;
+SELECT version FROM svcbus.append('order-4', '[{"type": "renamed"}]', 1);
+COMMIT;
+SELECT version, type FROM svcbus.read_stream('order-4');
+-- A transaction does not read its own appends through read_all (they are
+-- not below the horizon until it commits).
+BEGIN;
+SELECT version FROM svcbus.append('order-5', '[{"type": "created"}]');
+SELECT count(*) FROM svcbus.read_all(0) WHERE stream = 'order-5';
+COMMIT;
+SELECT count(*) FROM svcbus.read_all(0) WHERE stream = 'order-5';
+-- PREPARE TRANSACTION is refused.
+BEGIN;
+SELECT version FROM svcbus.append('order-6', '[{"type": "created"}]');
+PREPARE TRANSACTION 'ev';
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.stream_version('order-6');
+
+-- Optimistic concurrency: a wrong expected version is 40001 with the actual
+-- version, and appends nothing.
+SELECT * FROM svcbus.append('order-1', '[{"type": "late"}]', 2);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-1', '[{"type": "late"}]', 'no_stream');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-1', '[{"type": "late"}]', '7');
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.stream_version('order-1');
+
+-- Bad input: a clear error each, nothing appended.
+SELECT * FROM svcbus.append('order-9', '{"type": "x"}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '"x"');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[1]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[{"data": {}}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[{"type": ""}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[{"type": 3}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[{"type": "ok"}, {"type": "x", "data": [1, 2]}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[{"type": "x", "metadata": "m"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[{"type": "x", "payload": {}}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', jsonb_build_array(jsonb_build_object('type', repeat('t', 201))));
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', jsonb_build_array(jsonb_build_object('type', 'big',
+                            'data', jsonb_build_object('blob', repeat('x', 1100000)))));
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', (SELECT jsonb_agg(jsonb_build_object('type', 'n'))
+                                        FROM generate_series(1, 10001)));
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[{"type": "x"}]', 'latest');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[{"type": "x"}]', '-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[{"type": "x"}]', -1::bigint);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', '[{"type": "x"}]', NULL::text);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('order-9', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append(NULL, '[{"type": "x"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append('', '[{"type": "x"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append(E'bad\nname', '[{"type": "x"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.append(repeat('s', 300), '[{"type": "x"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.stream_version('order-9');
+SELECT * FROM svcbus.read_stream('no-such-stream');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.read_stream('order-1', 1, 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.read_all(0, 100001);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.read_all(NULL);
+\echo :LAST_ERROR_SQLSTATE
+
+-- Rights by stream-name prefix: append, read, admin; 42501 without.
+CREATE ROLE ev_admin LOGIN;
+CREATE ROLE ev_writer LOGIN;
+CREATE ROLE ev_reader LOGIN;
+CREATE ROLE ev_stranger LOGIN;
+SELECT svcbus.grant_stream('billing/', 'ev_admin', 'admin');
+SET ROLE ev_admin;
+SELECT svcbus.grant_stream('billing/invoice-', 'ev_writer', 'append');
+SELECT svcbus.grant_stream('billing/', 'ev_reader', 'read');
+SELECT svcbus.grant_stream('billing/', 'ev_reader', 'write');
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.grant_stream('billing/', 'no_such_role', 'read');
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.grant_stream('shipping/', 'ev_writer', 'append');
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.grant_stream('', 'ev_writer', 'read');
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE ev_writer;
+SELECT version FROM svcbus.append('billing/invoice-1', '[{"type": "issued"}]');
+SELECT version FROM svcbus.append('billing/refund-1', '[{"type": "issued"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.read_stream('billing/invoice-1');
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE ev_reader;
+SELECT version, type FROM svcbus.read_stream('billing/invoice-1');
+SELECT stream, type FROM svcbus.read_all(0, 100, NULL, 'billing/');
+SELECT stream, type FROM svcbus.read_all(0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT version FROM svcbus.append('billing/invoice-1', '[{"type": "paid"}]');
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.read_stream('order-1');
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE ev_stranger;
+SELECT * FROM svcbus.read_stream('billing/invoice-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.stream_version('billing/invoice-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.revoke_stream('billing/', 'ev_reader', 'read');
+\echo :LAST_ERROR_SQLSTATE
+-- The storage is out of reach.
+SELECT count(*) FROM svcbus_internal.events;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT svcbus.revoke_stream('billing/', 'ev_reader', 'read');
+SET ROLE ev_reader;
+SELECT * FROM svcbus.read_stream('billing/invoice-1');
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE ev_admin;
+SELECT svcbus.grant_stream('billing/', 'public', 'read');
+SET ROLE ev_stranger;
+SELECT version, type FROM svcbus.read_stream('billing/invoice-1');
+RESET ROLE;
+SELECT prefix, grantee::regrole, privilege FROM svcbus_internal.stream_grants ORDER BY 1, 3, 2;
