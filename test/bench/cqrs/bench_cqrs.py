@@ -1,0 +1,122 @@
+#!/usr/bin/python3
+"""svcbus CQRS benchmark: event appends against a plain INSERT, in one run,
+on one cluster, with the same clients (pgbench, fixed time).
+
+Phases, each run for both peers in turn (svcbus, plain):
+  single   CLIENTS clients, one event per transaction; each client appends
+           to a stream of its own (svcbus.append with expected 'any';
+           plain: INSERT into a table with the same columns and the same
+           indexes: primary key on position, unique (stream, version))
+  batch    the same with BATCH events per transaction
+
+Events are counted from the tables afterwards, pgbench output checked for
+errors.  Prints events/s per peer and the ratio svcbus/plain, and the
+issue's goal (single-event append at least 80% of the plain INSERT rate)
+as met or not.  Exits non-zero only when the benchmark itself broke.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+import benchlib as B                              # noqa: E402
+from benchlib import H, PGBENCH, env_num, log, problem, pgbench_cmd, parse_pgbench  # noqa: E402
+
+SECS = max(1, env_num("BENCH_SECS", 15, int))
+CLIENTS = env_num("BENCH_CLIENTS", 8, int)
+BATCH = env_num("BENCH_BATCH", 100, int)
+RESULTS_JSON = os.path.abspath(os.environ.get("BENCH_RESULTS") or os.path.join(HERE, "results.json"))
+DATA = '{"order_id": 1234567, "customer": "cust-000042", "amount_cents": 1999, "currency": "EUR"}'
+
+PLAIN_DDL = """
+CREATE TABLE plain_events (
+    position bigserial PRIMARY KEY, stream text NOT NULL, version bigint NOT NULL,
+    type text NOT NULL, data jsonb NOT NULL, metadata jsonb NOT NULL,
+    appended_at timestamptz NOT NULL, UNIQUE (stream, version)) WITH (fillfactor = 100);
+CREATE SEQUENCE plain_version;
+"""
+
+
+def scripts(d):
+    one = json.dumps([{"type": "order.created", "data": json.loads(DATA)}])
+    many = json.dumps([{"type": "order.created", "data": json.loads(DATA)}] * BATCH)
+    s = {
+        ("svcbus", "single"): "SELECT svcbus.append('s' || :client_id, '%s');\n" % one,
+        ("svcbus", "batch"): "SELECT svcbus.append('s' || :client_id, '%s');\n" % many,
+        ("plain", "single"):
+            "INSERT INTO plain_events (stream, version, type, data, metadata, appended_at)"
+            " VALUES ('s' || :client_id, nextval('plain_version'), 'order.created', '%s', '{}', now());\n" % DATA,
+        ("plain", "batch"):
+            "INSERT INTO plain_events (stream, version, type, data, metadata, appended_at)"
+            " SELECT 's' || :client_id, nextval('plain_version'), 'order.created', '%s', '{}', now()"
+            " FROM generate_series(1, %d);\n" % (DATA, BATCH),
+    }
+    paths = {}
+    for k, text in s.items():
+        p = os.path.join(d, "%s_%s.sql" % k)
+        with open(p, "w") as f:
+            f.write(text)
+        os.chmod(p, 0o644)
+        paths[k] = p
+    return paths
+
+
+def count(admin, peer):
+    table = "svcbus_internal.events" if peer == "svcbus" else "plain_events"
+    return admin.execute("SELECT count(*) FROM %s" % table).fetchone()[0]
+
+
+def main():
+    log("svcbus CQRS benchmark: append vs plain INSERT, %d clients, %d s per run, batch %d"
+        % (CLIENTS, SECS, BATCH))
+    cluster = H.Cluster("cqrs-bench", extra_conf={"max_connections": "100"})
+    cluster.start()
+    admin = cluster.connect()
+    admin.execute(PLAIN_DDL)
+    d = tempfile.mkdtemp(prefix="cqrs-bench-")
+    os.chmod(d, 0o755)
+    paths = scripts(d)
+    results = {}
+    try:
+        for phase in ("single", "batch"):
+            for peer in ("svcbus", "plain"):
+                before = count(admin, peer)
+                cmd = pgbench_cmd(cluster.port, CLIENTS, paths[(peer, phase)], SECS)
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                res = parse_pgbench(r.stdout, r.stderr, r.returncode)
+                if r.returncode != 0 or res["tps"] is None or res["errors"]:
+                    problem("%s %s: pgbench failed: %s %s" % (peer, phase, r.stdout[-500:], r.stderr[-500:]))
+                    continue
+                n = count(admin, peer) - before
+                per_xact = 1 if phase == "single" else BATCH
+                if n != res["xacts"] * per_xact:
+                    problem("%s %s: %d events stored, pgbench reports %d transactions"
+                            % (peer, phase, n, res["xacts"]))
+                results[(peer, phase)] = n / SECS
+                log("  %-6s %-6s %10.0f events/s (%d transactions, latency %.2f ms)"
+                    % (peer, phase, n / SECS, res["xacts"], res["latency_avg_ms"] or 0))
+    finally:
+        admin.close()
+        cluster.stop("fast")
+        cluster.destroy()
+    log("\n%-8s %12s %12s %8s" % ("phase", "svcbus ev/s", "plain ev/s", "ratio"))
+    for phase in ("single", "batch"):
+        a, b = results.get(("svcbus", phase)), results.get(("plain", phase))
+        if a and b:
+            log("%-8s %12.0f %12.0f %7.2fx" % (phase, a, b, a / b))
+    a, b = results.get(("svcbus", "single")), results.get(("plain", "single"))
+    if a and b:
+        log("\ngoal: single-event append >= 80%% of plain INSERT: %s (%.0f%%)"
+            % ("met" if a >= 0.8 * b else "not met", 100 * a / b))
+    with open(RESULTS_JSON, "w") as f:
+        json.dump({"%s_%s" % k: v for k, v in results.items()}, f, indent=1)
+    return 1 if B.broken else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
