@@ -20,6 +20,7 @@ OBJS = \
 	bgworkers/lock_worker.o \
 	bgworkers/cache_worker.o \
 	bgworkers/paxos_worker.o \
+	bgworkers/projector_worker.o \
 	extension/queue_api.o \
 	extension/topic_api.o \
 	extension/lock_api.o \
@@ -28,6 +29,7 @@ OBJS = \
 	extension/cluster_api.o \
 	extension/cluster_lock_api.o \
 	extension/event_api.o \
+	extension/projection_api.o \
 	bus/lock_sm.o \
 	bus/lock_shmem.o \
 	bus/topic_match.o \
@@ -50,14 +52,15 @@ OBJS = \
 	bus/registry_sm_cmd.o \
 	bus/registry_sm_read.o \
 	bus/event_shmem.o \
-	bus/event_store.o
+	bus/event_store.o \
+	bus/projection.o
 
 DATA = sql/svcbus--0.1.sql
 PGFILEDESC = "svcbus - service bus inside PostgreSQL"
 
 # pg_regress: tests in test/sql, expected output in test/expected, run on a
 # temporary instance that preloads svcbus (see test/svcbus.conf).
-REGRESS        = version workers queue_basic queue_errors queue_dead_letters queue_permissions queue_groups queue_topics locks cache cluster events
+REGRESS        = version workers queue_basic queue_errors queue_dead_letters queue_permissions queue_groups queue_topics locks cache cluster events projections
 REGRESS_OUTDIR ?= test/results-regress
 REGRESS_OPTS   = --inputdir=test --outputdir=$(REGRESS_OUTDIR) \
                  --temp-instance=$(REGRESS_OUTDIR)/tmp_check \

@@ -12,6 +12,7 @@ const SvcbusWorkerDef svcbus_worker_defs[] = {
     {"locks", "svcbus_lock_worker_main", true},
     {"cache", "svcbus_cache_worker_main", false},
     {"paxos", "svcbus_paxos_worker_main", true},
+    {"projector", "svcbus_projector_worker_main", true},
 };
 
 const int   svcbus_worker_ndefs = lengthof(svcbus_worker_defs);

@@ -16,6 +16,7 @@
 
 #include "postgres.h"
 
+#include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/lwlock.h"
 #include "access/tupdesc.h"
@@ -43,6 +44,7 @@ typedef struct SvcbusEventShared
     int64       next_position;  /* first position not yet handed out */
     int64       appended_total; /* events committed since startup */
     ConditionVariable cv;       /* read_all waiters; broadcast at each end */
+    pg_atomic_uint32 projector_procno;  /* pgprocno + 1 of the projector, 0: none */
     SvcbusHorizon horizon;      /* over positions */
     SvcbusHorizonSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } SvcbusEventShared;
@@ -70,6 +72,8 @@ extern void svcbus_event_reserve(int64 n, int64 *first);
 extern int64 svcbus_event_horizon(void);
 extern bool svcbus_event_loaded(void);
 extern void svcbus_event_set_loaded(int64 max_position);
+extern void svcbus_event_register_projector(int procno);
+extern void svcbus_event_wake_projector(void);
 
 /* bus/event_store.c */
 extern void svcbus_event_validate_stream(const char *stream);

@@ -70,6 +70,7 @@ svcbus_event_shmem_init(void)
         event_shared->next_position = 1;
         event_shared->appended_total = 0;
         ConditionVariableInit(&event_shared->cv);
+        pg_atomic_init_u32(&event_shared->projector_procno, 0);
         svcbus_horizon_init(&event_shared->horizon, event_shared->slots,
                             event_nslots(), 1);
     }
@@ -132,6 +133,27 @@ event_release(bool commit)
     held_slot = -1;
     held_count = 0;
     ConditionVariableBroadcast(&es->cv);
+    svcbus_event_wake_projector();
+}
+
+/* The projector worker registers its latch (procno -1: it exits). */
+void
+svcbus_event_register_projector(int procno)
+{
+    pg_atomic_write_u32(&svcbus_event_shared()->projector_procno, (uint32) (procno + 1));
+}
+
+/* Wake the projector: an append ended, or a projection changed. */
+void
+svcbus_event_wake_projector(void)
+{
+    uint32      p;
+
+    if (event_shared == NULL)
+        return;
+    p = pg_atomic_read_u32(&event_shared->projector_procno);
+    if (p > 0 && p - 1 < ProcGlobal->allProcCount)
+        SetLatch(&ProcGlobal->allProcs[p - 1].procLatch);
 }
 
 static void

@@ -29,6 +29,7 @@
 #include "utils/timestamp.h"
 
 #include "bus/event.h"
+#include "bus/projection.h"
 #include "bus/queue.h"
 #include "extension/svcbus.h"
 
@@ -389,6 +390,8 @@ svcbus_event_append(const char *stream, SvcbusEventIn *evs, int n,
     }
     SPI_finish();
     svcbus_leave_owner(&as);
+    if (svcbus_projection_any_inline())
+        svcbus_projection_inline(stream, evs, n, positions, version + 1, now);
     return version + n;
 }
 

@@ -15,6 +15,7 @@
 #include "bus/cluster.h"
 #include "bus/locks.h"
 #include "bus/queue.h"
+#include "bus/projection.h"
 #include "extension/svcbus.h"
 
 char       *svcbus_database = NULL;
@@ -84,6 +85,24 @@ svcbus_guc_define(void)
                             NULL,
                             &svcbus_maintenance_naptime_ms,
                             1000, 10, 3600 * 1000,
+                            PGC_SIGHUP,
+                            GUC_UNIT_MS,
+                            NULL, NULL, NULL);
+
+    DefineCustomIntVariable("svcbus.projection_batch",
+                            "Events an async projection applies per transaction.",
+                            NULL,
+                            &svcbus_projection_batch,
+                            500, 1, 100000,
+                            PGC_SIGHUP,
+                            0,
+                            NULL, NULL, NULL);
+
+    DefineCustomIntVariable("svcbus.projection_timeout",
+                            "Longest run of an async projection's handler over one batch; past it the projection fails.",
+                            "0 disables the limit.",
+                            &svcbus_projection_timeout_ms,
+                            30000, 0, INT_MAX,
                             PGC_SIGHUP,
                             GUC_UNIT_MS,
                             NULL, NULL, NULL);

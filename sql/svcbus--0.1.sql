@@ -1030,3 +1030,69 @@ AS 'MODULE_PATHNAME', 'svcbus_revoke_stream'
 LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 COMMENT ON FUNCTION svcbus.revoke_stream(text, name, text) IS
   'Take back a right given with grant_stream.';
+
+-- Projections (see bus/README-events.md, "Projections").
+CREATE TYPE svcbus.event AS (
+    "position" bigint, stream text, version bigint, type text, data jsonb, metadata jsonb,
+    appended_at timestamptz
+);
+COMMENT ON TYPE svcbus.event IS 'One event of the log, as a projection handler receives it.';
+
+CREATE TABLE svcbus_internal.projections (
+    name            text PRIMARY KEY,
+    handler         regprocedure,        -- NULL: forward to topic
+    per_batch       boolean NOT NULL,    -- handler takes svcbus.event[]
+    mode            text NOT NULL CHECK (mode IN ('inline', 'async')),
+    types           text[],
+    topic           text,
+    read_model      regclass[],          -- emptied by rebuild
+    owner           oid NOT NULL,
+    state           text NOT NULL DEFAULT 'running' CHECK (state IN ('running', 'failed')),
+    "position"      bigint NOT NULL DEFAULT 0,   -- last event applied (async)
+    applied_total   bigint NOT NULL DEFAULT 0,
+    error_position  bigint,
+    last_error      text,
+    last_applied_at timestamptz,
+    last_event_at   timestamptz,         -- appended_at of the last event applied
+    created_at      timestamptz NOT NULL DEFAULT now()
+) WITH (fillfactor = 50);
+
+CREATE FUNCTION svcbus.create_projection(name text, handler regprocedure, mode text DEFAULT 'async',
+                                         types text[] DEFAULT NULL, read_model regclass[] DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_create_projection'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.create_projection(text, regprocedure, text, text[], regclass[]) IS
+  'Run handler(svcbus.event) or handler(svcbus.event[]) for every event (of the given types): mode inline in the appending transaction, async in the projector worker, exactly once; read_model: the tables rebuild empties.';
+CREATE FUNCTION svcbus.project_to_topic(name text, topic text, types text[] DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_project_to_topic'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.project_to_topic(text, text, text[]) IS
+  'An async projection that publishes every event (of the given types) to topic, routing key = event type.';
+CREATE FUNCTION svcbus.drop_projection(name text, if_exists boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'svcbus_drop_projection'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.drop_projection(text, boolean) IS 'Remove a projection (its read model stays).';
+CREATE FUNCTION svcbus.resume(name text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_resume_projection'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.resume(text) IS
+  'Run a failed projection again from the event that failed.';
+CREATE FUNCTION svcbus.rebuild(name text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_rebuild_projection'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.rebuild(text) IS
+  'Empty the projection''s read model and replay every event into it in this transaction (readers see the old model until it commits); returns the events applied.';
+CREATE FUNCTION svcbus.projection_status()
+RETURNS TABLE(name text, mode text, state text, "position" bigint, lag_events bigint, lag_ms double precision,
+              applied_total bigint, error_position bigint, last_error text)
+AS 'MODULE_PATHNAME', 'svcbus_projection_status'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE VIEW svcbus.projections AS SELECT * FROM svcbus.projection_status();
+COMMENT ON VIEW svcbus.projections IS
+  'One row per projection: mode, state (running or failed), last position applied, lag in events and in milliseconds (the oldest event not yet applied), events applied, the failed event and its error.';
+GRANT SELECT ON svcbus.projections TO PUBLIC;

@@ -15,8 +15,8 @@ SELECT columns_are('svcbus', 'workers',
     'svcbus.workers has exactly the documented columns');
 SELECT is(svcbus.version(), (SELECT extversion FROM pg_extension WHERE extname = 'svcbus'),
     'library version matches the installed SQL version');
-SELECT set_eq($$SELECT name FROM svcbus.workers$$, ARRAY['launcher', 'queue', 'locks', 'cache', 'paxos'],
-    'the launcher and the queue, lock, cache and paxos workers are listed');
+SELECT set_eq($$SELECT name FROM svcbus.workers$$, ARRAY['launcher', 'queue', 'locks', 'cache', 'paxos', 'projector'],
+    'the launcher and the queue, lock, cache, paxos and projector workers are listed');
 SELECT is((SELECT state FROM svcbus.workers WHERE name = 'launcher'), 'running',
     'the launcher is running');
 SELECT schema_privs_are('svcbus', 'public', ARRAY['USAGE'],
