@@ -1096,3 +1096,38 @@ CREATE VIEW svcbus.projections AS SELECT * FROM svcbus.projection_status();
 COMMENT ON VIEW svcbus.projections IS
   'One row per projection: mode, state (running or failed), last position applied, lag in events and in milliseconds (the oldest event not yet applied), events applied, the failed event and its error.';
 GRANT SELECT ON svcbus.projections TO PUBLIC;
+
+CREATE FUNCTION svcbus.aggregate_stream(stream text, reducer regprocedure, initial jsonb DEFAULT '{}')
+RETURNS jsonb
+LANGUAGE plpgsql VOLATILE
+AS $fn$
+DECLARE
+    st jsonb := initial;
+    e svcbus.event;
+    from_v bigint := 1;
+    n int;
+    call text;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
+                    WHERE p.oid = reducer AND p.pronargs = 2 AND p.prorettype = 'pg_catalog.jsonb'::pg_catalog.regtype
+                      AND p.proargtypes[0] = 'pg_catalog.jsonb'::pg_catalog.regtype
+                      AND p.proargtypes[1] = 'svcbus.event'::pg_catalog.regtype) THEN
+        RAISE EXCEPTION 'reducer % must take (jsonb, svcbus.event) and return jsonb', reducer
+            USING ERRCODE = 'invalid_function_definition';
+    END IF;
+    call := pg_catalog.format('SELECT %s($1, $2)', reducer::pg_catalog.regproc);
+    LOOP
+        n := 0;
+        FOR e IN SELECT r.position, stream, r.version, r.type, r.data, r.metadata, r.appended_at
+                   FROM svcbus.read_stream(stream, from_v, 1000) r LOOP
+            EXECUTE call INTO st USING st, e;
+            from_v := e.version + 1;
+            n := n + 1;
+        END LOOP;
+        EXIT WHEN n < 1000;
+    END LOOP;
+    RETURN st;
+END
+$fn$;
+COMMENT ON FUNCTION svcbus.aggregate_stream(text, regprocedure, jsonb) IS
+  'Fold a stream''s events in version order through reducer(state jsonb, event svcbus.event) returns jsonb, from initial (runs with the caller''s rights and search_path).';

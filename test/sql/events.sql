@@ -170,3 +170,20 @@ SET ROLE ev_stranger;
 SELECT version, type FROM svcbus.read_stream('billing/invoice-1');
 RESET ROLE;
 SELECT prefix, grantee::regrole, privilege FROM svcbus_internal.stream_grants ORDER BY 1, 3, 2;
+
+-- Live aggregation: fold a stream through a SQL reducer.
+CREATE FUNCTION sum_totals(st jsonb, e svcbus.event) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_build_object('events', (st->>'events')::int + 1,
+                              'total', (st->>'total')::numeric + coalesce((e.data->>'total')::numeric, 0),
+                              'last', e.type)
+$$;
+SELECT svcbus.aggregate_stream('order-1', 'sum_totals(jsonb, svcbus.event)', '{"events": 0, "total": 0}');
+SELECT svcbus.aggregate_stream('order-2', 'sum_totals(jsonb, svcbus.event)', '{"events": 0, "total": 0}');
+SELECT svcbus.aggregate_stream('no-such-stream', 'sum_totals(jsonb, svcbus.event)', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.aggregate_stream('order-1', 'lower(text)', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE ev_stranger;
+SELECT svcbus.aggregate_stream('order-1', 'sum_totals(jsonb, svcbus.event)', '{}');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
