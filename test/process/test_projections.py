@@ -184,3 +184,35 @@ def test_kill9_projector_mid_batch_and_postmaster_lose_and_repeat_nothing(cluste
         t.join(30)
     wait_caught_up(cluster, timeout=120)
     check_exactly_once(cluster)
+
+
+def test_concurrent_rebuild_is_refused_and_a_looping_handler_fails_its_projection(cluster):
+    """A second rebuild while one is in progress gets 55P03 at once; a
+    handler that runs past svcbus.projection_timeout fails its projection
+    (state failed, the timeout as its error) and not the others."""
+    cluster.execute("SELECT svcbus.append('r', '[{\"type\": \"e\", \"data\": {\"k\": 1}}]')")
+    wait_caught_up(cluster)
+    a = cluster.connect(autocommit=False)
+    assert a.execute("SELECT svcbus.rebuild('applied')").fetchone()[0] == 1
+    with pytest.raises(psycopg.Error) as e:
+        cluster.execute("SELECT svcbus.rebuild('applied')")
+    assert e.value.sqlstate == "55P03"
+    assert "is being rebuilt" in str(e.value)
+    a.rollback()
+    a.close()
+
+    cluster.execute("ALTER SYSTEM SET svcbus.projection_timeout = '500ms'")
+    cluster.execute("SELECT pg_reload_conf()")
+    cluster.execute("""
+        CREATE FUNCTION spin(e svcbus.event) RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN LOOP PERFORM 1; END LOOP; END $$;
+        SELECT svcbus.create_projection('spinner', 'spin(svcbus.event)', 'async', ARRAY['loop']);
+    """)
+    time.sleep(1)
+    cluster.execute("SELECT svcbus.append('r', '[{\"type\": \"loop\"}, {\"type\": \"e\", \"data\": {\"k\": 2}}]')")
+    wait_for(lambda: cluster.execute("SELECT state FROM svcbus.projections WHERE name = 'spinner'")[0][0] == "failed",
+             timeout=30, what="spinner failed")
+    err = cluster.execute("SELECT last_error FROM svcbus.projections WHERE name = 'spinner'")[0][0]
+    assert "statement timeout" in err, err
+    wait_caught_up(cluster)
+    check_exactly_once(cluster)
