@@ -158,7 +158,7 @@ if [ "$MODE" = long ]; then
     # state, a small chance of missing some), up to 40 minutes.
     d=$WORK/hc_full; rm -rf "$d"; mkdir -p "$d"; cp "$HERE/paxos.pml" "$d/"
     ( cd "$d" && spin -a -DS=1 -DE=1 paxos.pml >spin.txt 2>&1 &&
-      cc -w -O2 -DSAFETY -DHC4 -DMEMLIM=12000 -o pan pan.c >cc.txt 2>&1 &&
+      cc -w -O2 -DSAFETY -DHC4 -DMEMLIM=10000 -o pan pan.c >cc.txt 2>&1 &&
       timeout -s INT 2400 ./pan -m100000 >out.txt 2>&1 )
     ERRS=$(sed -n 's/.*errors: \([0-9]*\).*/\1/p' "$d/out.txt" | head -1)
     STATES=$(sed -n 's/^ *\([0-9.e+]*\) states, stored.*/\1/p' "$d/out.txt" | head -1)

@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -71,6 +72,72 @@ def count(admin, peer):
     return admin.execute("SELECT count(*) FROM %s" % table).fetchone()[0]
 
 
+PROJ_DDL = """
+CREATE TABLE proj_applied (position bigint PRIMARY KEY, appended_at timestamptz NOT NULL,
+                           applied_at timestamptz NOT NULL);
+CREATE FUNCTION proj_apply(e svcbus.event) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO public.proj_applied VALUES (e.position, e.appended_at, clock_timestamp()) $$;
+"""
+
+
+def wait_lag_zero(admin, name, timeout=300):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        st, lag = admin.execute("SELECT state, lag_events FROM svcbus.projections WHERE name = %s",
+                                (name,)).fetchone()
+        if st != "running":
+            problem("projection %s is %s" % (name, st))
+            return None
+        if lag == 0:
+            return time.time() - t0
+        time.sleep(0.02)
+    problem("projection %s did not catch up in %d s" % (name, timeout))
+    return None
+
+
+def projection_phases(cluster, admin, paths, results):
+    """apply rate: a new async projection replays the events already in the
+    log (from the runs above); lag: appends at half the measured
+    single-event append rate with the projection running, lag = applied_at
+    - appended_at of each event."""
+    admin.execute(PROJ_DDL)
+    total = admin.execute("SELECT count(*) FROM svcbus_internal.events").fetchone()[0]
+    t0 = time.time()
+    admin.execute("SELECT svcbus.create_projection('bench', 'proj_apply(svcbus.event)', 'async')")
+    took = wait_lag_zero(admin, "bench")
+    if took:
+        took = time.time() - t0
+        results[("projection", "apply")] = total / took
+        log("  projection replay: %d events in %.1f s: %.0f events/s" % (total, took, total / took))
+    rate = results.get(("svcbus", "single"))
+    if not rate:
+        return
+    admin.execute("TRUNCATE proj_applied")
+    start = admin.execute("SELECT coalesce(max(position), 0) FROM svcbus_internal.events").fetchone()[0]
+    cmd = pgbench_cmd(cluster.port, CLIENTS, paths[("svcbus", "single")], SECS)
+    cmd[cmd.index("-T"):cmd.index("-T")] = ["-R", str(int(rate / 2))]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    res = parse_pgbench(r.stdout, r.stderr, r.returncode)
+    if r.returncode != 0 or res["errors"]:
+        problem("lag run: pgbench failed: %s" % r.stderr[-500:])
+        return
+    wait_lag_zero(admin, "bench")
+    lags = [row[0] for row in admin.execute(
+        "SELECT extract(epoch FROM applied_at - appended_at) * 1000 FROM proj_applied"
+        " WHERE position > %s ORDER BY 1", (start,)).fetchall()]
+    if not lags:
+        problem("lag run: nothing applied")
+        return
+    p50 = float(lags[len(lags) // 2])
+    p99 = float(lags[min(len(lags) - 1, int(len(lags) * 0.99))])
+    results[("projection", "lag_p50_ms")] = p50
+    results[("projection", "lag_p99_ms")] = p99
+    log("  projection lag at %d appends/s (half the single-event rate): p50 %.1f ms, p99 %.1f ms over %d events"
+        % (int(rate / 2), p50, p99, len(lags)))
+    log("\ngoal: projection lag p99 under 50 ms at half the maximum append rate: %s (%.1f ms)"
+        % ("met" if p99 < 50 else "not met", p99))
+
+
 def main():
     log("svcbus CQRS benchmark: append vs plain INSERT, %d clients, %d s per run, batch %d"
         % (CLIENTS, SECS, BATCH))
@@ -100,6 +167,7 @@ def main():
                 results[(peer, phase)] = n / SECS
                 log("  %-6s %-6s %10.0f events/s (%d transactions, latency %.2f ms)"
                     % (peer, phase, n / SECS, res["xacts"], res["latency_avg_ms"] or 0))
+        projection_phases(cluster, admin, paths, results)
     finally:
         admin.close()
         cluster.stop("fast")
