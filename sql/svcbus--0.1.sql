@@ -1100,6 +1100,7 @@ GRANT SELECT ON svcbus.projections TO PUBLIC;
 CREATE FUNCTION svcbus.aggregate_stream(stream text, reducer regprocedure, initial jsonb DEFAULT '{}')
 RETURNS jsonb
 LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     st jsonb := initial;
@@ -1130,4 +1131,4 @@ BEGIN
 END
 $fn$;
 COMMENT ON FUNCTION svcbus.aggregate_stream(text, regprocedure, jsonb) IS
-  'Fold a stream''s events in version order through reducer(state jsonb, event svcbus.event) returns jsonb, from initial (runs with the caller''s rights and search_path).';
+  'Fold a stream''s events in version order through reducer(state jsonb, event svcbus.event) returns jsonb, from initial (with the caller''s rights; search_path is pg_catalog, pg_temp: the reducer qualifies its names or sets its own).';
