@@ -33,8 +33,7 @@
 #include "bus/queue.h"
 #include "extension/svcbus.h"
 
-#define SVCBUS_LOCK_SPACE 0x53564255    /* "SVBU", as bus/queue_ops.c */
-#define STREAM_LOCK_KIND  5
+#define STREAM_LOCK_KIND  8     /* 4 and 5 are the queue engine's */
 
 /* Cut user input for an error message: at most 64 bytes, then "...". */
 char *

@@ -50,7 +50,6 @@
 #include "bus/queue.h"
 #include "extension/svcbus.h"
 
-#define SVCBUS_LOCK_SPACE 0x53564255    /* "SVBU", as bus/queue_ops.c */
 #define PROJECTION_LOCK_KIND 6
 #define REBUILD_LOCK_KIND 7
 

@@ -227,6 +227,12 @@ extern void svcbus_queue_reset(SvcbusQueueState *q);
 extern void svcbus_queue_empty(SvcbusQueueState *q, TimestampTz now);
 
 /* bus/queue_catalog.c */
+/* advisory lock tags of svcbus (field 2; field 4 names the kind: 4 queue
+ * cursor, 5 queue dedup id, 6 projection, 7 projection rebuild, 8 event
+ * stream) */
+#define SVCBUS_LOCK_SPACE 0x53564255    /* "SVBU" */
+
+extern void svcbus_check_database(const char *what);
 extern void svcbus_queue_check_database(void);
 extern void svcbus_queue_lookup(const char *name, SvcbusQueueDef *def);
 extern bool svcbus_queue_lookup_id(int32 queue_id, SvcbusQueueDef *def);

@@ -44,7 +44,7 @@ static uint64 def_cache_generation = 0;
  * workers that expire leases and rotate segments run there.
  */
 void
-svcbus_queue_check_database(void)
+svcbus_check_database(const char *what)
 {
     static Oid  checked_db = InvalidOid;    /* a backend never changes database */
     char       *db;
@@ -56,9 +56,15 @@ svcbus_queue_check_database(void)
     if (db == NULL || strcmp(db, svcbus_database) != 0)
         ereport(ERROR,
                 (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                 errmsg("svcbus queues are served only in database \"%s\"", svcbus_database),
+                 errmsg("svcbus %s are served only in database \"%s\"", what, svcbus_database),
                  errhint("Use that database, or set svcbus.database and restart the server.")));
     checked_db = MyDatabaseId;
+}
+
+void
+svcbus_queue_check_database(void)
+{
+    svcbus_check_database("queues");
 }
 
 /* Raise 42602 unless name is 1-63 of [A-Za-z0-9_.-], not starting with . or -. */

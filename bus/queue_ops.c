@@ -33,7 +33,6 @@
 #include "bus/queue.h"
 #include "extension/svcbus.h"
 
-#define SVCBUS_LOCK_SPACE 0x53564255    /* "SVBU" */
 #define RECEIVE_MAX_BATCH 1000
 
 int         svcbus_max_message_bytes = 1024 * 1024;

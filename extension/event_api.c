@@ -16,25 +16,15 @@
 #include "utils/lsyscache.h"
 
 #include "bus/event.h"
+#include "bus/queue.h"
 #include "extension/svcbus.h"
 
 /* Events are served in svcbus.database only (one position counter). */
 static void
 check_database(void)
 {
-    static Oid  checked_db = InvalidOid;
-    char       *db;
-
     (void) svcbus_event_shared();
-    if (checked_db == MyDatabaseId)
-        return;
-    db = get_database_name(MyDatabaseId);
-    if (db == NULL || strcmp(db, svcbus_database) != 0)
-        ereport(ERROR,
-                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                 errmsg("svcbus events are served only in database \"%s\"", svcbus_database),
-                 errhint("Use that database, or set svcbus.database and restart the server.")));
-    checked_db = MyDatabaseId;
+    svcbus_check_database("events");
 }
 
 static Jsonb *

@@ -32,15 +32,8 @@
 static void
 check_database(void)
 {
-    char       *db;
-
     (void) svcbus_event_shared();
-    db = get_database_name(MyDatabaseId);
-    if (db == NULL || strcmp(db, svcbus_database) != 0)
-        ereport(ERROR,
-                (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-                 errmsg("svcbus events are served only in database \"%s\"", svcbus_database),
-                 errhint("Use that database, or set svcbus.database and restart the server.")));
+    svcbus_check_database("events");
 }
 
 static void
