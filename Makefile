@@ -53,14 +53,15 @@ OBJS = \
 	bus/registry_sm_read.o \
 	bus/event_shmem.o \
 	bus/event_store.o \
-	bus/projection.o
+	bus/projection.o \
+	bus/event_view.o
 
 DATA = sql/svcbus--0.1.sql
 PGFILEDESC = "svcbus - service bus inside PostgreSQL"
 
 # pg_regress: tests in test/sql, expected output in test/expected, run on a
 # temporary instance that preloads svcbus (see test/svcbus.conf).
-REGRESS        = version workers queue_basic queue_errors queue_dead_letters queue_permissions queue_groups queue_topics locks cache cluster events projections
+REGRESS        = version workers queue_basic queue_errors queue_dead_letters queue_permissions queue_groups queue_topics locks cache cluster events projections event_views
 REGRESS_OUTDIR ?= test/results-regress
 REGRESS_OPTS   = --inputdir=test --outputdir=$(REGRESS_OUTDIR) \
                  --temp-instance=$(REGRESS_OUTDIR)/tmp_check \

@@ -70,6 +70,7 @@ extern void svcbus_event_shmem_init(void);
 extern SvcbusEventShared *svcbus_event_shared(void);
 extern void svcbus_event_reserve(int64 n, int64 *first);
 extern int64 svcbus_event_horizon(void);
+extern int64 svcbus_event_read_horizon(void);
 extern bool svcbus_event_loaded(void);
 extern void svcbus_event_set_loaded(int64 max_position);
 extern void svcbus_event_register_projector(int procno);

@@ -151,6 +151,27 @@ ensure_loaded(void)
     svcbus_event_set_loaded(max);
 }
 
+/*
+ * The read horizon for a reader outside an append or read_all (projector,
+ * views, status): the counter is loaded first, or after a start the
+ * horizon would stay at the first position until the next append.
+ */
+int64
+svcbus_event_read_horizon(void)
+{
+    if (!svcbus_event_loaded())
+    {
+        SvcbusAsOwner as;
+
+        svcbus_enter_owner(&as);
+        SPI_connect();
+        ensure_loaded();
+        SPI_finish();
+        svcbus_leave_owner(&as);
+    }
+    return svcbus_event_horizon();
+}
+
 /* ---------------------------------------------------------------------
  * Rights
  * ------------------------------------------------------------------- */

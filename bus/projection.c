@@ -25,6 +25,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "datatype/timestamp.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -92,7 +93,8 @@ load_projections(void)
     if (projs_cxt != NULL && gen == projs_generation)
         return;
     if (SPI_execute("SELECT name, handler::oid, per_batch, mode = 'inline', types, topic, owner,"
-                    " state = 'failed' FROM svcbus_internal.projections ORDER BY name",
+                    " state = 'failed', view_delta, view_init, view_state::oid"
+                    " FROM svcbus_internal.projections ORDER BY name",
                     true, 0) != SPI_OK_SELECT)
         elog(ERROR, "svcbus: reading projections failed");
     if (projs_cxt == NULL)
@@ -122,6 +124,16 @@ load_projections(void)
         p->topic = isnull ? NULL : TextDatumGetCString(d);
         p->owner = DatumGetObjectId(SPI_getbinval(tup, td, 7, &isnull));
         p->failed = DatumGetBool(SPI_getbinval(tup, td, 8, &isnull));
+        d = SPI_getbinval(tup, td, 9, &isnull);
+        p->view_delta = isnull ? NULL : TextDatumGetCString(d);
+        d = SPI_getbinval(tup, td, 10, &isnull);
+        p->view_init = isnull ? NULL : TextDatumGetCString(d);
+        d = SPI_getbinval(tup, td, 11, &isnull);
+        if (!isnull && get_rel_name(DatumGetObjectId(d)) != NULL)
+            p->view_state = quote_qualified_identifier(get_namespace_name(get_rel_namespace(DatumGetObjectId(d))),
+                                                       get_rel_name(DatumGetObjectId(d)));
+        else
+            p->view_state = NULL;
     }
     MemoryContextSwitchTo(old);
     event_type = typenameTypeId(NULL, typeStringToTypeName("svcbus.event"));
@@ -139,6 +151,9 @@ copy_projection(const SvcbusProjection *p, MemoryContext cxt)
     *c = *p;
     c->name = pstrdup(p->name);
     c->topic = p->topic ? pstrdup(p->topic) : NULL;
+    c->view_delta = p->view_delta ? pstrdup(p->view_delta) : NULL;
+    c->view_init = p->view_init ? pstrdup(p->view_init) : NULL;
+    c->view_state = p->view_state ? pstrdup(p->view_state) : NULL;
     if (p->types != NULL)
     {
         c->types = palloc(sizeof(char *) * (p->ntypes + 1));
@@ -354,7 +369,7 @@ fetch_rows(const SvcbusProjection *p, int64 after, int max, int *n, int64 *horiz
     int         rc;
     SvcbusEventRow *rows;
 
-    *horizon = svcbus_event_horizon();
+    *horizon = svcbus_event_read_horizon();
     args[0] = Int64GetDatum(after);
     args[1] = Int64GetDatum(*horizon);
     if (p->types != NULL)
@@ -399,17 +414,17 @@ fetch_rows(const SvcbusProjection *p, int64 after, int max, int *n, int64 *horiz
 }
 
 /*
- * Try p over rows[0..n-1] in a subtransaction.  Returns -1 when all were
- * applied (kept), else the index of the event that failed (everything
- * rolled back) with its error in *err.
+ * Run fn(arg) in a subtransaction, with statement_timeout armed at
+ * svcbus.projection_timeout if `timeout`.  Returns true if it returned
+ * (kept); false if it raised (everything rolled back), with the error's
+ * message in *err.
  */
-static int
-try_rows(const SvcbusProjection *p, const SvcbusEventRow *rows, int n, bool timeout, char **err)
+static bool
+run_guarded(void (*fn) (void *), void *arg, bool timeout, char **err)
 {
     MemoryContext cxt = CurrentMemoryContext;
     ResourceOwner owner = CurrentResourceOwner;
-    volatile int done = 0;
-    volatile int failed = -1;
+    volatile bool ok = true;
 
     BeginInternalSubTransaction(NULL);
     MemoryContextSwitchTo(cxt);
@@ -417,7 +432,7 @@ try_rows(const SvcbusProjection *p, const SvcbusEventRow *rows, int n, bool time
     {
         if (timeout && svcbus_projection_timeout_ms > 0)
             enable_timeout_after(STATEMENT_TIMEOUT, svcbus_projection_timeout_ms);
-        apply_rows(p, rows, n, (int *) &done);
+        fn(arg);
         if (timeout)
             disable_timeout(STATEMENT_TIMEOUT, false);
         ReleaseCurrentSubTransaction();
@@ -436,18 +451,116 @@ try_rows(const SvcbusProjection *p, const SvcbusEventRow *rows, int n, bool time
         RollbackAndReleaseCurrentSubTransaction();
         MemoryContextSwitchTo(cxt);
         CurrentResourceOwner = owner;
-        failed = p->per_batch ? 0 : done;
+        ok = false;
         *err = edata->message ? pstrdup(edata->message) : pstrdup("unknown error");
         if (strlen(*err) > 1000)
             (*err)[1000] = '\0';
         FreeErrorData(edata);
     }
     PG_END_TRY();
-    return failed;
+    return ok;
+}
+
+typedef struct RowsRun
+{
+    const SvcbusProjection *p;
+    const SvcbusEventRow *rows;
+    int         n;
+    int         done;
+} RowsRun;
+
+static void
+rows_run(void *arg)
+{
+    RowsRun    *r = arg;
+
+    apply_rows(r->p, r->rows, r->n, &r->done);
+}
+
+/*
+ * Try p over rows[0..n-1] in a subtransaction.  Returns -1 when all were
+ * applied (kept), else the index of the event that failed (everything
+ * rolled back) with its error in *err.
+ */
+static int
+try_rows(const SvcbusProjection *p, const SvcbusEventRow *rows, int n, bool timeout, char **err)
+{
+    RowsRun     r = {p, rows, n, 0};
+
+    if (run_guarded(rows_run, &r, timeout, err))
+        return -1;
+    return p->per_batch ? 0 : r.done;
+}
+
+/* ---------------------------------------------------------------------
+ * Views over events (definition: bus/event_view.c)
+ * ------------------------------------------------------------------- */
+
+typedef struct ViewRun
+{
+    const SvcbusProjection *p;
+    int64       after;
+    int64       before;
+} ViewRun;
+
+/*
+ * Merge the events of (after, before) into the view's state, as its
+ * owner with search_path pinned (the delta's names are qualified), with a
+ * snapshot taken now: every position below the horizon has ended, so it
+ * sees exactly the committed ones.  Connects SPI itself.
+ */
+static void
+view_run(void *arg)
+{
+    ViewRun    *r = arg;
+    Oid         types[2] = {INT8OID, INT8OID};
+    Datum       v[2] = {Int64GetDatum(r->after), Int64GetDatum(r->before)};
+    Oid         save_uid;
+    int         save_sec;
+    OverrideSearchPath path = {.schemas = NIL, .addCatalog = true, .addTemp = false};
+    int         rc;
+
+    GetUserIdAndSecContext(&save_uid, &save_sec);
+    SetUserIdAndSecContext(r->p->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+                           SECURITY_RESTRICTED_OPERATION);
+    PushOverrideSearchPath(&path);
+    SPI_connect();
+    PushActiveSnapshot(GetLatestSnapshot());
+    rc = SPI_execute_snapshot(SPI_prepare(r->p->view_delta, 2, types), v, NULL,
+                              GetActiveSnapshot(), InvalidSnapshot, false, false, 0);
+    PopActiveSnapshot();
+    if (rc != SPI_OK_INSERT)
+        elog(ERROR, "svcbus: maintaining view \"%s\" failed (%d)", r->p->name, rc);
+    SPI_finish();
+    PopOverrideSearchPath();
+    SetUserIdAndSecContext(save_uid, save_sec);
+}
+
+/* Events in (after, before) and the time of the last one; as owner, in SPI. */
+static int64
+count_events(int64 after, int64 before, TimestampTz *last_at, bool *have_last)
+{
+    Oid         types[2] = {INT8OID, INT8OID};
+    Datum       v[2] = {Int64GetDatum(after), Int64GetDatum(before)};
+    bool        isnull;
+    Datum       d;
+    int         rc;
+
+    PushActiveSnapshot(GetLatestSnapshot());
+    rc = SPI_execute_snapshot(SPI_prepare("SELECT count(*), max(appended_at) FROM svcbus_internal.events"
+                                          " WHERE position > $1 AND position < $2", 2, types),
+                              v, NULL, GetActiveSnapshot(), InvalidSnapshot, true, false, 1);
+    PopActiveSnapshot();
+    if (rc != SPI_OK_SELECT || SPI_processed != 1)
+        elog(ERROR, "svcbus: counting events failed");
+    d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+    *have_last = !isnull;
+    *last_at = isnull ? 0 : DatumGetTimestampTz(d);
+    return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 static void
-save_checkpoint(const char *name, const SvcbusEventRow *last, int applied,
+save_checkpoint(const char *name, const SvcbusEventRow *last, int64 applied,
                 int64 fail_position, const char *err)
 {
     Datum       args[6];
@@ -459,7 +572,7 @@ save_checkpoint(const char *name, const SvcbusEventRow *last, int applied,
     nulls[1] = last ? ' ' : 'n';
     args[2] = Int64GetDatum(applied);
     args[3] = last ? TimestampTzGetDatum(last->appended_at) : (Datum) 0;
-    nulls[3] = last ? ' ' : 'n';
+    nulls[3] = last && last->appended_at != DT_NOBEGIN ? ' ' : 'n';    /* NOBEGIN: no event */
     args[4] = Int64GetDatum(fail_position);
     nulls[4] = err ? ' ' : 'n';
     args[5] = err ? CStringGetTextDatum(err) : (Datum) 0;
@@ -475,6 +588,49 @@ save_checkpoint(const char *name, const SvcbusEventRow *last, int applied,
         elog(ERROR, "svcbus: saving a projection checkpoint failed");
     if (err != NULL)
         svcbus_queue_catalog_changed();
+}
+
+/*
+ * One batch of view p after its checkpoint `position`: the positions of
+ * (position, min(horizon, position + 1 + svcbus.view_batch)), merged in a
+ * subtransaction; the checkpoint moves to the last of them in the same
+ * transaction.  A failure (a cast that fails on some event's data, a
+ * timeout) marks the view failed at the first position of the batch.
+ * Returns the events read.
+ */
+static int
+view_step(const SvcbusProjection *p, int64 position)
+{
+    SvcbusAsOwner as;
+    int64       before = Min(svcbus_event_read_horizon(), position + 1 + (int64) svcbus_view_batch);
+    SvcbusEventRow last;
+    bool        have_last;
+    int64       n;
+    char       *err = NULL;
+    bool        ok = true;
+
+    if (before <= position + 1)
+        return 0;
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    n = count_events(position, before, &last.appended_at, &have_last);
+    SPI_finish();
+    svcbus_leave_owner(&as);
+    if (n > 0)
+    {
+        ViewRun     r = {p, position, before};
+
+        ok = run_guarded(view_run, &r, true, &err);
+    }
+    last.position = before - 1;
+    if (!have_last)
+        last.appended_at = DT_NOBEGIN;
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    save_checkpoint(p->name, ok ? &last : NULL, ok ? n : 0, position + 1, err);
+    SPI_finish();
+    svcbus_leave_owner(&as);
+    return ok ? (int) n : 0;
 }
 
 /*
@@ -530,6 +686,12 @@ svcbus_projection_step(const char *name)
         return -1;
     }
     position = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+    if (p->view_delta != NULL)
+    {
+        SPI_finish();
+        svcbus_leave_owner(&as);
+        return view_step(p, position);
+    }
     rows = fetch_rows(p, position, svcbus_projection_batch, &n, &horizon, caller);
     SPI_finish();
     svcbus_leave_owner(&as);
@@ -585,6 +747,143 @@ svcbus_projection_runnable(void)
     return names;
 }
 
+/* Empty p's read-model tables, as its owner.  Inside SPI as the extension owner. */
+static void
+empty_read_model(const SvcbusProjection *p, Datum name)
+{
+    Oid         argtype = TEXTOID;
+    bool        isnull;
+    Datum       d;
+
+    if (SPI_execute_with_args("SELECT read_model FROM svcbus_internal.projections WHERE name = $1",
+                              1, &argtype, &name, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+        elog(ERROR, "svcbus: reading a projection failed");
+    d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+    if (!isnull)
+    {
+        ArrayType  *a = DatumGetArrayTypePCopy(d);
+        Datum      *rels;
+        bool       *relnulls;
+        int         nrels;
+        Oid         save_uid;
+        int         save_sec;
+
+        deconstruct_array(a, REGCLASSOID, 4, true, TYPALIGN_INT, &rels, &relnulls, &nrels);
+        GetUserIdAndSecContext(&save_uid, &save_sec);
+        SetUserIdAndSecContext(p->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+        for (int i = 0; i < nrels; i++)
+        {
+            char       *rel = quote_qualified_identifier(get_namespace_name(get_rel_namespace(DatumGetObjectId(rels[i]))),
+                                                         get_rel_name(DatumGetObjectId(rels[i])));
+
+            if (SPI_execute(psprintf("DELETE FROM %s", rel), false, 0) < 0)
+                elog(ERROR, "svcbus: emptying a read model failed");
+        }
+        SetUserIdAndSecContext(save_uid, save_sec);
+    }
+}
+
+/* Replay every event below the horizon into p, batch by batch; returns the events. */
+static int64
+replay_rows(const SvcbusProjection *p, MemoryContext caller)
+{
+    SvcbusAsOwner as;
+    int64       position = 0;
+    int64       total = 0;
+
+    for (;;)
+    {
+        int64       horizon;
+        int         n;
+        int         done;
+        SvcbusEventRow *rows;
+
+        svcbus_enter_owner(&as);
+        SPI_connect();
+        rows = fetch_rows(p, position, svcbus_projection_batch, &n, &horizon, caller);
+        SPI_finish();
+        svcbus_leave_owner(&as);
+        if (n == 0)
+            break;
+        SPI_connect();
+        apply_rows(p, rows, n, &done);
+        SPI_finish();
+        position = rows[n - 1].position;
+        total += n;
+        svcbus_enter_owner(&as);
+        SPI_connect();
+        save_checkpoint(p->name, &rows[n - 1], 0, 0, NULL);
+        SPI_finish();
+        svcbus_leave_owner(&as);
+    }
+    return total;
+}
+
+/* Run sql as view p's owner, search_path pinned. */
+static void
+view_exec(const SvcbusProjection *p, const char *sql)
+{
+    Oid         save_uid;
+    int         save_sec;
+    OverrideSearchPath path = {.schemas = NIL, .addCatalog = true, .addTemp = false};
+
+    GetUserIdAndSecContext(&save_uid, &save_sec);
+    SetUserIdAndSecContext(p->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+                           SECURITY_RESTRICTED_OPERATION);
+    PushOverrideSearchPath(&path);
+    SPI_connect();
+    if (SPI_execute(sql, false, 0) < 0)
+        elog(ERROR, "svcbus: rebuilding view \"%s\" failed", p->name);
+    SPI_finish();
+    PopOverrideSearchPath();
+    SetUserIdAndSecContext(save_uid, save_sec);
+}
+
+/* Empty view p's state and merge every event below the horizon into it. */
+static int64
+view_rebuild(const SvcbusProjection *p)
+{
+    SvcbusAsOwner as;
+    int64       horizon = svcbus_event_read_horizon();
+    int64       position = 0;
+    int64       total = 0;
+    SvcbusEventRow last;
+
+    if (p->view_state == NULL)
+        ereport(ERROR,
+                (errcode(ERRCODE_UNDEFINED_TABLE),
+                 errmsg("the state table of view \"%s\" was dropped", svcbus_event_cut(p->name)),
+                 errhint("Drop the view with svcbus.drop_view() and create it again.")));
+    view_exec(p, psprintf("DELETE FROM %s", p->view_state));
+    if (p->view_init != NULL)
+        view_exec(p, p->view_init);
+    while (position + 1 < horizon)
+    {
+        ViewRun     r = {p, position, Min(horizon, position + 1 + (int64) svcbus_view_batch)};
+        bool        have_last;
+        int64       n;
+
+        svcbus_enter_owner(&as);
+        SPI_connect();
+        n = count_events(r.after, r.before, &last.appended_at, &have_last);
+        SPI_finish();
+        svcbus_leave_owner(&as);
+        if (n > 0)
+            view_run(&r);
+        total += n;
+        position = r.before - 1;
+        if (!have_last)
+            last.appended_at = DT_NOBEGIN;
+        last.position = position;
+        svcbus_enter_owner(&as);
+        SPI_connect();
+        save_checkpoint(p->name, &last, 0, 0, NULL);
+        SPI_finish();
+        svcbus_leave_owner(&as);
+    }
+    return total;
+}
+
 /*
  * rebuild(name): in the caller's transaction, empty the read model and
  * replay every event; the projection's lock is held to the end of the
@@ -597,12 +896,8 @@ svcbus_projection_rebuild(const char *name)
     SvcbusAsOwner as;
     LOCKTAG     tag;
     SvcbusProjection *p = NULL;
-    int64       position = 0;
     int64       total = 0;
     Datum       arg = CStringGetTextDatum(name);
-    Oid         argtype = TEXTOID;
-    bool        isnull;
-    Datum       d;
     MemoryContext caller = CurrentMemoryContext;
 
     /* one rebuild at a time; then wait for the projector's batch, if any */
@@ -632,58 +927,18 @@ svcbus_projection_rebuild(const char *name)
                  errmsg("projection \"%s\" forwards to a topic and cannot be rebuilt",
                         svcbus_event_cut(name)),
                  errdetail("Replaying it would publish every event again.")));
-    if (SPI_execute_with_args("SELECT read_model FROM svcbus_internal.projections WHERE name = $1",
-                              1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
-        elog(ERROR, "svcbus: reading a projection failed");
-    d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-    if (!isnull)
+    if (p->view_delta != NULL)
     {
-        ArrayType  *a = DatumGetArrayTypePCopy(d);
-        Datum      *rels;
-        bool       *relnulls;
-        int         nrels;
-        Oid         save_uid;
-        int         save_sec;
-
-        deconstruct_array(a, REGCLASSOID, 4, true, TYPALIGN_INT, &rels, &relnulls, &nrels);
-        GetUserIdAndSecContext(&save_uid, &save_sec);
-        SetUserIdAndSecContext(p->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-        for (int i = 0; i < nrels; i++)
-        {
-            char       *rel = quote_qualified_identifier(get_namespace_name(get_rel_namespace(DatumGetObjectId(rels[i]))),
-                                                         get_rel_name(DatumGetObjectId(rels[i])));
-
-            if (SPI_execute(psprintf("DELETE FROM %s", rel), false, 0) < 0)
-                elog(ERROR, "svcbus: emptying a read model failed");
-        }
-        SetUserIdAndSecContext(save_uid, save_sec);
+        SPI_finish();
+        svcbus_leave_owner(&as);
+        total = view_rebuild(p);
     }
-    SPI_finish();
-    svcbus_leave_owner(&as);
-    for (;;)
+    else
     {
-        int64       horizon;
-        int         n;
-        int         done;
-        SvcbusEventRow *rows;
-
-        svcbus_enter_owner(&as);
-        SPI_connect();
-        rows = fetch_rows(p, position, svcbus_projection_batch, &n, &horizon, caller);
+        empty_read_model(p, arg);
         SPI_finish();
         svcbus_leave_owner(&as);
-        if (n == 0)
-            break;
-        SPI_connect();
-        apply_rows(p, rows, n, &done);
-        SPI_finish();
-        position = rows[n - 1].position;
-        total += n;
-        svcbus_enter_owner(&as);
-        SPI_connect();
-        save_checkpoint(name, &rows[n - 1], 0, 0, NULL);
-        SPI_finish();
-        svcbus_leave_owner(&as);
+        total = replay_rows(p, caller);
     }
     svcbus_enter_owner(&as);
     SPI_connect();

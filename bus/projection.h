@@ -25,7 +25,21 @@ typedef struct SvcbusProjection
     char       *topic;
     Oid         owner;
     bool        failed;
+    char       *view_delta;     /* a view over events (bus/event_view.c) */
+    char       *view_init;      /* its state's first row, if it has no GROUP BY */
+    char       *view_state;     /* its state table, quoted */
 } SvcbusProjection;
+
+/* What create_view makes (bus/event_view.c) */
+typedef struct SvcbusViewDef
+{
+    char       *delta;          /* merges the events of ($1, $2) into the state */
+    char       *init;           /* NULL, or the state's first row */
+    char       *state;          /* the state table, quoted */
+    char       *rel;            /* the view, quoted */
+    Oid         state_oid;
+    Oid         rel_oid;
+} SvcbusViewDef;
 
 typedef struct SvcbusEventRow
 {
@@ -40,6 +54,7 @@ typedef struct SvcbusEventRow
 
 extern int  svcbus_projection_batch;
 extern int  svcbus_projection_timeout_ms;
+extern int  svcbus_view_batch;
 
 extern void svcbus_projection_inline(const char *stream, const SvcbusEventIn *evs, int n,
                                      const int64 *positions, int64 first_version, TimestampTz now);
@@ -47,5 +62,6 @@ extern bool svcbus_projection_any_inline(void);
 extern int  svcbus_projection_step(const char *name);
 extern List *svcbus_projection_runnable(void);
 extern int64 svcbus_projection_rebuild(const char *name);
+extern void svcbus_view_create(const char *name, const char *query, SvcbusViewDef *def);
 
 #endif                          /* SVCBUS_PROJECTION_H */

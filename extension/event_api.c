@@ -288,6 +288,18 @@ svcbus_stream_version(PG_FUNCTION_ARGS)
     PG_RETURN_INT64(svcbus_event_stream_version(stream));
 }
 
+/* svcbus.event_log's filter: one call per row, so no argument checks beyond the rights */
+PG_FUNCTION_INFO_V1(svcbus_can_read_stream);
+Datum
+svcbus_can_read_stream(PG_FUNCTION_ARGS)
+{
+    char       *stream = text_to_cstring(PG_GETARG_TEXT_PP(0));
+    bool        ok = (svcbus_event_rights(GetUserId(), stream) & SVCBUS_SPRIV_READ) != 0;
+
+    pfree(stream);
+    PG_RETURN_BOOL(ok);
+}
+
 static void
 grant_or_revoke(FunctionCallInfo fcinfo, bool grant)
 {

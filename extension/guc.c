@@ -98,6 +98,15 @@ svcbus_guc_define(void)
                             0,
                             NULL, NULL, NULL);
 
+    DefineCustomIntVariable("svcbus.view_batch",
+                            "Log positions a view over events merges per transaction.",
+                            NULL,
+                            &svcbus_view_batch,
+                            10000, 1, 10000000,
+                            PGC_SIGHUP,
+                            0,
+                            NULL, NULL, NULL);
+
     DefineCustomIntVariable("svcbus.projection_timeout",
                             "Longest run of an async projection's handler over one batch; past it the projection fails.",
                             "0 disables the limit.",

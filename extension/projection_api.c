@@ -225,6 +225,70 @@ svcbus_project_to_topic(PG_FUNCTION_ARGS)
     PG_RETURN_VOID();
 }
 
+PG_FUNCTION_INFO_V1(svcbus_create_view);
+Datum
+svcbus_create_view(PG_FUNCTION_ARGS)
+{
+    char       *name = svcbus_text_arg(fcinfo, 0, "view name");
+    char       *query = svcbus_text_arg(fcinfo, 1, "query");
+    SvcbusAsOwner as;
+    SvcbusViewDef def;
+    bool        found;
+    Oid         argt[7] = {TEXTOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, OIDOID};
+    Datum       v[7];
+    char        nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+    check_database();
+    validate_name(name);
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    (void) projection_owner(name, true, &found);
+    if (found)
+        ereport(ERROR,
+                (errcode(ERRCODE_DUPLICATE_OBJECT),
+                 errmsg("projection \"%s\" already exists", name)));
+    SPI_finish();
+    svcbus_leave_owner(&as);
+
+    svcbus_view_create(name, query, &def);
+
+    v[0] = CStringGetTextDatum(name);
+    v[1] = ObjectIdGetDatum(GetUserId());
+    v[2] = CStringGetTextDatum(query);
+    v[3] = CStringGetTextDatum(def.delta);
+    v[4] = def.init ? CStringGetTextDatum(def.init) : (Datum) 0;
+    nulls[4] = def.init ? ' ' : 'n';
+    v[5] = ObjectIdGetDatum(def.state_oid);
+    v[6] = ObjectIdGetDatum(def.rel_oid);
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    if (SPI_execute_with_args("INSERT INTO svcbus_internal.projections"
+                              " (name, per_batch, mode, owner, view_query, view_delta, view_init, view_state, view_rel)"
+                              " VALUES ($1, false, 'view', $2, $3, $4, $5, $6, $7)",
+                              7, argt, v, nulls, false, 0) != SPI_OK_INSERT)
+        elog(ERROR, "svcbus: creating a view failed");
+    SPI_finish();
+    svcbus_leave_owner(&as);
+    svcbus_queue_catalog_changed();
+    svcbus_event_wake_projector();
+    PG_RETURN_VOID();
+}
+
+/* Drop the relation if it still exists; inside SPI as the extension owner. */
+static void
+drop_rel(Datum d, bool isnull, const char *kind)
+{
+    Oid         rel = isnull ? InvalidOid : DatumGetObjectId(d);
+
+    if (!OidIsValid(rel) || get_rel_name(rel) == NULL)
+        return;
+    if (SPI_execute(psprintf("DROP %s %s", kind,
+                             quote_qualified_identifier(get_namespace_name(get_rel_namespace(rel)),
+                                                        get_rel_name(rel))),
+                    false, 0) != SPI_OK_UTILITY)
+        elog(ERROR, "svcbus: dropping a view failed");
+}
+
 PG_FUNCTION_INFO_V1(svcbus_drop_projection);
 Datum
 svcbus_drop_projection(PG_FUNCTION_ARGS)
@@ -244,6 +308,21 @@ svcbus_drop_projection(PG_FUNCTION_ARGS)
     if (found)
     {
         require_owner(name, owner, as.save_userid);
+        if (SPI_execute_with_args("SELECT view_rel::oid, view_state::oid FROM svcbus_internal.projections"
+                                  " WHERE name = $1", 1, &t, &arg, NULL, false, 1) != SPI_OK_SELECT ||
+            SPI_processed != 1)
+            elog(ERROR, "svcbus: reading a projection failed");
+        {
+            HeapTuple   tup = SPI_copytuple(SPI_tuptable->vals[0]);
+            TupleDesc   td = CreateTupleDescCopy(SPI_tuptable->tupdesc);
+            bool        n1,
+                        n2;
+            Datum       rel = SPI_getbinval(tup, td, 1, &n1);
+            Datum       state = SPI_getbinval(tup, td, 2, &n2);
+
+            drop_rel(rel, n1, "VIEW");
+            drop_rel(state, n2, "TABLE");
+        }
         if (SPI_execute_with_args("DELETE FROM svcbus_internal.projections WHERE name = $1",
                                   1, &t, &arg, NULL, false, 0) != SPI_OK_DELETE)
             elog(ERROR, "svcbus: dropping a projection failed");
@@ -312,7 +391,7 @@ svcbus_projection_status(PG_FUNCTION_ARGS)
 
     check_database();
     InitMaterializedSRF(fcinfo, 0);
-    h = Int64GetDatum(svcbus_event_horizon());
+    h = Int64GetDatum(svcbus_event_read_horizon());
     svcbus_enter_owner(&as);
     SPI_connect();
     if (SPI_execute_with_args(

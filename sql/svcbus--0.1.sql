@@ -1042,7 +1042,7 @@ CREATE TABLE svcbus_internal.projections (
     name            text PRIMARY KEY,
     handler         regprocedure,        -- NULL: forward to topic
     per_batch       boolean NOT NULL,    -- handler takes svcbus.event[]
-    mode            text NOT NULL CHECK (mode IN ('inline', 'async')),
+    mode            text NOT NULL CHECK (mode IN ('inline', 'async', 'view')),
     types           text[],
     topic           text,
     read_model      regclass[],          -- emptied by rebuild
@@ -1054,7 +1054,12 @@ CREATE TABLE svcbus_internal.projections (
     last_error      text,
     last_applied_at timestamptz,
     last_event_at   timestamptz,         -- appended_at of the last event applied
-    created_at      timestamptz NOT NULL DEFAULT now()
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    view_query      text,                -- mode 'view': the query create_view was given
+    view_delta      text,                -- merges the events of ($1, $2) into view_state
+    view_init       text,                -- the state's first row (no GROUP BY)
+    view_state      regclass,
+    view_rel        regclass
 ) WITH (fillfactor = 50);
 
 CREATE FUNCTION svcbus.create_projection(name text, handler regprocedure, mode text DEFAULT 'async',
@@ -1096,6 +1101,38 @@ CREATE VIEW svcbus.projections AS SELECT * FROM svcbus.projection_status();
 COMMENT ON VIEW svcbus.projections IS
   'One row per projection: mode, state (running or failed), last position applied, lag in events and in milliseconds (the oldest event not yet applied), events applied, the failed event and its error.';
 GRANT SELECT ON svcbus.projections TO PUBLIC;
+
+-- Views over events, maintained incrementally (bus/event_view.c).
+CREATE FUNCTION svcbus.can_read_stream(stream text)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'svcbus_can_read_stream'
+LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+COMMENT ON FUNCTION svcbus.can_read_stream(text) IS
+  'Has the current role the read right on the stream?';
+CREATE VIEW svcbus.event_log WITH (security_barrier) AS
+    SELECT e.position, e.stream, e.version, e.type, e.data, e.metadata, e.appended_at
+      FROM svcbus_internal.events e
+     WHERE svcbus.can_read_stream(e.stream);
+COMMENT ON VIEW svcbus.event_log IS
+  'Every committed event of a stream the current role may read.  For global order without gaps use svcbus.read_all(); svcbus.create_view() maintains aggregate queries over this view.';
+GRANT SELECT ON svcbus.event_log TO PUBLIC;
+
+CREATE SCHEMA svcbus_view_state;
+COMMENT ON SCHEMA svcbus_view_state IS
+  'The state tables of views over events (one per view, owned by the view''s owner).';
+GRANT USAGE ON SCHEMA svcbus_view_state TO PUBLIC;
+
+CREATE FUNCTION svcbus.create_view(name text, query text)
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_create_view'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.create_view(text, text) IS
+  'Create view name (name or schema.name) over an aggregate query of svcbus.event_log (WHERE and GROUP BY on immutable expressions; count, sum, avg, min, max), maintained incrementally by the projector; it shows in svcbus.projections with mode view.';
+CREATE FUNCTION svcbus.drop_view(name text, if_exists boolean DEFAULT false)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'svcbus_drop_projection'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.drop_view(text, boolean) IS 'Remove a view over events and its state.';
 
 CREATE FUNCTION svcbus.aggregate_stream(stream text, reducer regprocedure, initial jsonb DEFAULT '{}')
 RETURNS jsonb

@@ -138,6 +138,125 @@ def projection_phases(cluster, admin, paths, results):
         % ("met" if p99 < 50 else "not met", p99))
 
 
+VIEW_EVENTS = env_num("BENCH_VIEW_EVENTS", 1000000, int)
+VIEW_BATCH = env_num("BENCH_VIEW_BATCH", 1000, int)
+VIEW_ROUNDS = env_num("BENCH_VIEW_ROUNDS", 10, int)
+VIEW_Q = ("SELECT data->>'region' AS region, count(*) AS n, sum((data->>'amount')::numeric) AS total,"
+          " max((data->>'amount')::numeric) AS high FROM %s WHERE type = 'sale' GROUP BY data->>'region'")
+SALES = ("SELECT svcbus.append('sales-' || (g %% 50), jsonb_agg(jsonb_build_object('type', 'sale', 'data',"
+         " jsonb_build_object('region', 'r' || (g %% 10), 'amount', g %% 997)))) FROM generate_series(1, %d) g"
+         " GROUP BY g %% 50")
+TRIGGER_DDL = """
+CREATE TABLE trig_events (LIKE svcbus_internal.events INCLUDING ALL);
+CREATE TABLE trig_summary (region text PRIMARY KEY, n bigint NOT NULL, total numeric, high numeric);
+CREATE FUNCTION trig_sum() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.type = 'sale' THEN
+        INSERT INTO trig_summary VALUES (NEW.data->>'region', 1, (NEW.data->>'amount')::numeric,
+                                         (NEW.data->>'amount')::numeric)
+        ON CONFLICT (region) DO UPDATE SET n = trig_summary.n + 1,
+            total = coalesce(trig_summary.total + EXCLUDED.total, trig_summary.total, EXCLUDED.total),
+            high = greatest(trig_summary.high, EXCLUDED.high);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TABLE notrig_events (LIKE svcbus_internal.events INCLUDING ALL);
+"""
+
+
+def timed(admin, sql, params=None):
+    t0 = time.perf_counter()
+    admin.execute(sql, params)
+    return time.perf_counter() - t0
+
+
+def median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else None
+
+
+def view_phases(cluster, admin, paths, results):
+    """View maintenance at VIEW_EVENTS events in the log: after each batch of
+    VIEW_BATCH new events, the time until svcbus's view has absorbed it (from
+    the append's commit to lag 0, wake-up included) against REFRESH
+    MATERIALIZED VIEW and REFRESH ... CONCURRENTLY of the same query (over
+    the log's table itself, without svcbus's rights filter) and against a
+    row trigger that maintains a summary table (its cost: the batch's insert
+    with the trigger minus the same insert without it).  Then the
+    single-event append rate with the view being maintained, against the
+    rate measured without it."""
+    have = admin.execute("SELECT count(*) FROM svcbus_internal.events").fetchone()[0]
+    t0 = time.time()
+    while have < VIEW_EVENTS:
+        n = min(50000, VIEW_EVENTS - have)
+        admin.execute(SALES % n)
+        have += n
+    log("  view: log filled to %d events in %.0f s" % (have, time.time() - t0))
+    admin.execute("VACUUM ANALYZE svcbus_internal.events")
+    results[("svcbus", "single_1m")] = append_rate(cluster, admin, paths)
+    admin.execute("CREATE MATERIALIZED VIEW mv_sales AS " + VIEW_Q % "svcbus_internal.events")
+    admin.execute("CREATE UNIQUE INDEX ON mv_sales (region)")
+    admin.execute(TRIGGER_DDL)
+    admin.execute("INSERT INTO trig_events SELECT * FROM svcbus_internal.events")
+    admin.execute("INSERT INTO trig_summary SELECT region, n, total, high FROM mv_sales")
+    admin.execute("CREATE TRIGGER trig_sum AFTER INSERT ON trig_events FOR EACH ROW EXECUTE FUNCTION trig_sum()")
+    t0 = time.time()
+    admin.execute("SELECT svcbus.create_view('bench_sales', %s)", (VIEW_Q % "svcbus.event_log",))
+    if wait_lag_zero(admin, "bench_sales", timeout=900) is None:
+        return
+    log("  view: first build over %d events: %.1f s" % (have, time.time() - t0))
+    cost = {"view": [], "refresh": [], "refresh_concurrently": [], "trigger": []}
+    batch = ("INSERT INTO %%s SELECT -g, 'x', g, 'sale', jsonb_build_object('region', 'r' || (g %%%% 10),"
+             " 'amount', g), '{}', now() FROM generate_series(%d * %%s + 1, %d * (%%s + 1)) g"
+             % (VIEW_BATCH, VIEW_BATCH))
+    for i in range(VIEW_ROUNDS):
+        admin.execute(SALES % VIEW_BATCH)
+        t0 = time.perf_counter()
+        while admin.execute("SELECT lag_events FROM svcbus.projections WHERE name = 'bench_sales'").fetchone()[0]:
+            time.sleep(0.001)
+        cost["view"].append(time.perf_counter() - t0)
+        cost["refresh"].append(timed(admin, "REFRESH MATERIALIZED VIEW mv_sales"))
+        cost["refresh_concurrently"].append(timed(admin, "REFRESH MATERIALIZED VIEW CONCURRENTLY mv_sales"))
+        with_trigger = timed(admin, batch % ("trig_events", i, i))
+        without = timed(admin, batch % ("notrig_events", i, i))
+        cost["trigger"].append(max(0.0, with_trigger - without))
+    if admin.execute("(SELECT * FROM bench_sales EXCEPT SELECT * FROM (%s) q) UNION ALL"
+                     " (SELECT * FROM (%s) q EXCEPT SELECT * FROM bench_sales)"
+                     % (VIEW_Q % "svcbus.event_log", VIEW_Q % "svcbus.event_log")).fetchall():
+        problem("view bench_sales differs from its query")
+    log("\n  view maintenance per batch of %d events, %d events in the log (median of %d):"
+        % (VIEW_BATCH, have, VIEW_ROUNDS))
+    v = median(cost["view"])
+    for k in ("view", "refresh", "refresh_concurrently", "trigger"):
+        m = median(cost[k])
+        results[("view_ms", k)] = m * 1000
+        log("    %-22s %9.1f ms   %s" % (k, m * 1000, "" if k == "view" else "view is %.1fx cheaper" % (m / v)))
+    log("\ngoal: view maintenance at least 10x cheaper than a refresh at 1M events: %s (%.0fx, %.0fx concurrently)"
+        % ("met" if median(cost["refresh"]) >= 10 * v and have >= 1000000 else "not met",
+           median(cost["refresh"]) / v, median(cost["refresh_concurrently"]) / v))
+    rate = append_rate(cluster, admin, paths)
+    if rate is None:
+        return
+    results[("svcbus", "single_with_view")] = rate
+    base = results.get(("svcbus", "single_1m"))
+    if base:
+        log("  single-event append with the view maintained: %.0f events/s, %.2fx the %.0f events/s without it"
+            % (rate, rate / base, base))
+        log("goal: no effect on the append rate beyond 10%%: %s (%.0f%%)"
+            % ("met" if rate >= 0.9 * base else "not met", 100 * (1 - rate / base)))
+
+
+def append_rate(cluster, admin, paths):
+    cmd = pgbench_cmd(cluster.port, CLIENTS, paths[("svcbus", "single")], SECS)
+    before = count(admin, "svcbus")
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    res = parse_pgbench(r.stdout, r.stderr, r.returncode)
+    if r.returncode != 0 or res["errors"]:
+        problem("append run: pgbench failed: %s" % r.stderr[-500:])
+        return None
+    return (count(admin, "svcbus") - before) / SECS
+
+
 def main():
     log("svcbus CQRS benchmark: append vs plain INSERT, %d clients, %d s per run, batch %d"
         % (CLIENTS, SECS, BATCH))
@@ -168,6 +287,9 @@ def main():
                 log("  %-6s %-6s %10.0f events/s (%d transactions, latency %.2f ms)"
                     % (peer, phase, n / SECS, res["xacts"], res["latency_avg_ms"] or 0))
         projection_phases(cluster, admin, paths, results)
+        admin.execute("SELECT svcbus.drop_projection('bench')")
+        if VIEW_EVENTS > 0:
+            view_phases(cluster, admin, paths, results)
     finally:
         admin.close()
         cluster.stop("fast")
