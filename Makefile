@@ -54,7 +54,8 @@ OBJS = \
 	bus/event_shmem.o \
 	bus/event_store.o \
 	bus/projection.o \
-	bus/event_view.o
+	bus/event_view.o \
+	bus/event_fold.o
 
 DATA = sql/svcbus--0.1.sql
 PGFILEDESC = "svcbus - service bus inside PostgreSQL"

@@ -179,8 +179,8 @@ wants(const SvcbusProjection *p, const char *type)
  * Calling handlers
  * ------------------------------------------------------------------- */
 
-static Datum
-event_datum(TupleDesc td, const SvcbusEventRow *e)
+Datum
+svcbus_event_datum(TupleDesc td, const SvcbusEventRow *e)
 {
     Datum       v[7];
     bool        nulls[7] = {false, false, false, false, false, false, false};
@@ -259,7 +259,7 @@ apply_rows(const SvcbusProjection *p, const SvcbusEventRow *rows, int n, int *do
         Datum      *elems = palloc(sizeof(Datum) * n);
 
         for (int i = 0; i < n; i++)
-            elems[i] = event_datum(td, &rows[i]);
+            elems[i] = svcbus_event_datum(td, &rows[i]);
         call_handler(&fl, PointerGetDatum(construct_array(elems, n, event_type, -1, false,
                                                           TYPALIGN_DOUBLE)));
         *done = n;
@@ -267,7 +267,7 @@ apply_rows(const SvcbusProjection *p, const SvcbusEventRow *rows, int n, int *do
     else
         for (int i = 0; i < n; i++)
         {
-            call_handler(&fl, event_datum(td, &rows[i]));
+            call_handler(&fl, svcbus_event_datum(td, &rows[i]));
             *done = i + 1;
         }
     SetUserIdAndSecContext(save_uid, save_sec);

@@ -10,12 +10,16 @@
 #include "commands/dbcommands.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "executor/spi.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/regproc.h"
 
 #include "bus/event.h"
+#include "bus/projection.h"
 #include "bus/queue.h"
 #include "extension/svcbus.h"
 
@@ -286,6 +290,63 @@ svcbus_stream_version(PG_FUNCTION_ARGS)
     svcbus_event_validate_stream(stream);
     svcbus_event_require(stream, SVCBUS_SPRIV_READ, false);
     PG_RETURN_INT64(svcbus_event_stream_version(stream));
+}
+
+PG_FUNCTION_INFO_V1(svcbus_aggregate_stream);
+Datum
+svcbus_aggregate_stream(PG_FUNCTION_ARGS)
+{
+    char       *stream = svcbus_text_arg(fcinfo, 0, "stream name");
+    int32       every = PG_ARGISNULL(3) ? 0 : PG_GETARG_INT32(3);
+
+    check_database();
+    svcbus_event_validate_stream(stream);
+    if (PG_ARGISNULL(1))
+        ereport(ERROR,
+                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                 errmsg("reducer must not be null")));
+    if (PG_ARGISNULL(2))
+        ereport(ERROR,
+                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                 errmsg("initial state must not be null")));
+    if (every < 0)
+        ereport(ERROR,
+                (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                 errmsg("snapshot_every must not be negative"),
+                 errhint("0 takes no snapshots.")));
+    svcbus_event_require(stream, SVCBUS_SPRIV_READ, false);
+    if (svcbus_event_stream_version(stream) == 0)
+        ereport(ERROR,
+                (errcode(ERRCODE_UNDEFINED_OBJECT),
+                 errmsg("stream \"%s\" does not exist", svcbus_event_cut(stream))));
+    PG_RETURN_JSONB_P(svcbus_event_fold(stream, PG_GETARG_OID(1), PG_GETARG_JSONB_P(2), every));
+}
+
+PG_FUNCTION_INFO_V1(svcbus_drop_snapshots);
+Datum
+svcbus_drop_snapshots(PG_FUNCTION_ARGS)
+{
+    Oid         reducer = PG_GETARG_OID(0);
+    SvcbusAsOwner as;
+    Datum       arg = ObjectIdGetDatum(reducer);
+    Oid         t = OIDOID;
+    uint64      n;
+
+    check_database();
+    if (!pg_proc_ownercheck(reducer, GetUserId()) &&
+        !has_privs_of_role(GetUserId(), svcbus_extension_owner()))
+        ereport(ERROR,
+                (errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+                 errmsg("must be the owner of function %s", format_procedure(reducer))));
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    if (SPI_execute_with_args("DELETE FROM svcbus_internal.stream_snapshots WHERE reducer = $1",
+                              1, &t, &arg, NULL, false, 0) != SPI_OK_DELETE)
+        elog(ERROR, "svcbus: dropping snapshots failed");
+    n = SPI_processed;
+    SPI_finish();
+    svcbus_leave_owner(&as);
+    PG_RETURN_INT64((int64) n);
 }
 
 /* svcbus.event_log's filter: one call per row, so no argument checks beyond the rights */

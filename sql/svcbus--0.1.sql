@@ -1134,38 +1134,26 @@ AS 'MODULE_PATHNAME', 'svcbus_drop_projection'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION svcbus.drop_view(text, boolean) IS 'Remove a view over events and its state.';
 
-CREATE FUNCTION svcbus.aggregate_stream(stream text, reducer regprocedure, initial jsonb DEFAULT '{}')
+CREATE TABLE svcbus_internal.stream_snapshots (
+    stream       text NOT NULL,
+    reducer      regprocedure NOT NULL,
+    initial_md5  text NOT NULL,          -- md5 of the initial state's text
+    version      bigint NOT NULL,        -- the state after this version
+    state        jsonb NOT NULL,
+    taken_at     timestamptz NOT NULL,
+    PRIMARY KEY (stream, reducer, initial_md5)
+);
+
+CREATE FUNCTION svcbus.aggregate_stream(stream text, reducer regprocedure, initial jsonb DEFAULT '{}',
+                                        snapshot_every integer DEFAULT 0)
 RETURNS jsonb
-LANGUAGE plpgsql VOLATILE
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-DECLARE
-    st jsonb := initial;
-    e svcbus.event;
-    from_v bigint := 1;
-    n int;
-    call text;
-BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc p
-                    WHERE p.oid = reducer AND p.pronargs = 2 AND p.prorettype = 'pg_catalog.jsonb'::pg_catalog.regtype
-                      AND p.proargtypes[0] = 'pg_catalog.jsonb'::pg_catalog.regtype
-                      AND p.proargtypes[1] = 'svcbus.event'::pg_catalog.regtype) THEN
-        RAISE EXCEPTION 'reducer % must take (jsonb, svcbus.event) and return jsonb', reducer
-            USING ERRCODE = 'invalid_function_definition';
-    END IF;
-    call := pg_catalog.format('SELECT %s($1, $2)', reducer::pg_catalog.regproc);
-    LOOP
-        n := 0;
-        FOR e IN SELECT r.position, stream, r.version, r.type, r.data, r.metadata, r.appended_at
-                   FROM svcbus.read_stream(stream, from_v, 1000) r LOOP
-            EXECUTE call INTO st USING st, e;
-            from_v := e.version + 1;
-            n := n + 1;
-        END LOOP;
-        EXIT WHEN n < 1000;
-    END LOOP;
-    RETURN st;
-END
-$fn$;
-COMMENT ON FUNCTION svcbus.aggregate_stream(text, regprocedure, jsonb) IS
-  'Fold a stream''s events in version order through reducer(state jsonb, event svcbus.event) returns jsonb, from initial (with the caller''s rights; search_path is pg_catalog, pg_temp: the reducer qualifies its names or sets its own).';
+AS 'MODULE_PATHNAME', 'svcbus_aggregate_stream'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.aggregate_stream(text, regprocedure, jsonb, integer) IS
+  'Fold a stream''s events in version order through reducer(state jsonb, event svcbus.event) returns jsonb, from initial, as the caller; snapshot_every > 0: start from the latest snapshot of (stream, reducer, initial) and save a new one when at least that many events were folded since.';
+CREATE FUNCTION svcbus.drop_snapshots(reducer regprocedure)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_drop_snapshots'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.drop_snapshots(regprocedure) IS
+  'Forget every snapshot taken with reducer (after its definition changed); returns how many. Needs to own the reducer.';

@@ -187,3 +187,52 @@ SET ROLE ev_stranger;
 SELECT svcbus.aggregate_stream('order-1', 'sum_totals(jsonb, svcbus.event)', '{}');
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
+
+-- Snapshots: a long stream folds from its latest snapshot; a reducer that
+-- counts its calls shows which events were folded again.
+CREATE TABLE fold_calls (version bigint);
+CREATE FUNCTION count_fold(st jsonb, e svcbus.event) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO fold_calls VALUES (e.version);
+    RETURN jsonb_build_object('n', (st->>'n')::int + 1, 'sum', (st->>'sum')::int + (e.data->>'k')::int);
+END $$;
+SELECT (svcbus.append('snap-1', jsonb_agg(jsonb_build_object('type', 'k', 'data', jsonb_build_object('k', g))))).version
+  FROM generate_series(1, 25) g;
+SELECT svcbus.aggregate_stream('snap-1', 'count_fold(jsonb, svcbus.event)', '{"n": 0, "sum": 0}', snapshot_every => 10);
+SELECT count(*) AS calls FROM fold_calls;
+SELECT version, state FROM svcbus_internal.stream_snapshots WHERE stream = 'snap-1';
+SELECT (svcbus.append('snap-1', '[{"type": "k", "data": {"k": 100}}, {"type": "k", "data": {"k": 200}}]')).version;
+TRUNCATE fold_calls;
+-- from the snapshot at 25: two calls; fewer than 10 new events, so no new snapshot
+SELECT svcbus.aggregate_stream('snap-1', 'count_fold(jsonb, svcbus.event)', '{"n": 0, "sum": 0}', snapshot_every => 10);
+SELECT array_agg(version ORDER BY version) AS folded FROM fold_calls;
+SELECT version FROM svcbus_internal.stream_snapshots WHERE stream = 'snap-1';
+-- another initial state is another snapshot; without snapshot_every, none is used
+TRUNCATE fold_calls;
+SELECT svcbus.aggregate_stream('snap-1', 'count_fold(jsonb, svcbus.event)', '{"n": 1000, "sum": 0}', snapshot_every => 10);
+SELECT svcbus.aggregate_stream('snap-1', 'count_fold(jsonb, svcbus.event)', '{"n": 0, "sum": 0}');
+SELECT count(*) AS calls FROM fold_calls;
+SELECT count(*) AS snapshots FROM svcbus_internal.stream_snapshots WHERE stream = 'snap-1';
+-- a snapshot taken in a transaction that aborts is gone with it
+BEGIN;
+SELECT (svcbus.append('snap-1', jsonb_agg(jsonb_build_object('type', 'k', 'data', jsonb_build_object('k', g))))).version
+  FROM generate_series(1, 20) g;
+SELECT svcbus.aggregate_stream('snap-1', 'count_fold(jsonb, svcbus.event)', '{"n": 0, "sum": 0}', snapshot_every => 10);
+SELECT version FROM svcbus_internal.stream_snapshots WHERE stream = 'snap-1' AND state->>'n' <> '1027' ORDER BY 1;
+ROLLBACK;
+SELECT version FROM svcbus_internal.stream_snapshots WHERE stream = 'snap-1' ORDER BY 1;
+SELECT svcbus.aggregate_stream('snap-1', 'count_fold(jsonb, svcbus.event)', '{}', snapshot_every => -1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.aggregate_stream('snap-1', 'count_fold(jsonb, svcbus.event)', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.aggregate_stream('snap-1', NULL, '{}');
+\echo :LAST_ERROR_SQLSTATE
+CREATE FUNCTION null_fold(st jsonb, e svcbus.event) RETURNS jsonb LANGUAGE sql AS $$ SELECT NULL::jsonb $$;
+SELECT svcbus.aggregate_stream('snap-1', 'null_fold(jsonb, svcbus.event)', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE ev_stranger;
+SELECT svcbus.drop_snapshots('count_fold(jsonb, svcbus.event)');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+SELECT svcbus.drop_snapshots('count_fold(jsonb, svcbus.event)');
+SELECT count(*) AS snapshots FROM svcbus_internal.stream_snapshots;
