@@ -10,6 +10,9 @@
  * which every appending transaction sets when it ends (commit or abort:
  * either can move the horizon) and resume/rebuild set too; the sleep's
  * timeout (svcbus.maintenance_naptime) is a safety net, not the wake-up.
+ * At most once a naptime it also scavenges: applies the streams' count
+ * and age limits and removes truncated events that every async projection
+ * and view has passed (bus/event_store.c).
  * An ERROR ends the process; the launcher restarts it and it carries on
  * from the committed checkpoints.
  */
@@ -27,12 +30,15 @@
 #include "tcop/tcopprot.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 
 #include "bus/event.h"
 #include "bus/projection.h"
 #include "extension/svcbus.h"
 
 PGDLLEXPORT void svcbus_projector_worker_main(Datum main_arg);
+
+#define SCAVENGE_BATCH 10000
 
 static void
 begin_xact(const char *what)
@@ -101,7 +107,26 @@ projector_pass(MemoryContext cxt, char *detail, size_t len)
             applied += n;
         }
     }
-    snprintf(detail, len, "%d async projection%s running", nnames, nnames == 1 ? "" : "s");
+    /* scavenging: truncated and limited streams, at most once a naptime */
+    {
+        static TimestampTz last = 0;
+        static int64 total_removed = 0;
+        TimestampTz now = GetCurrentTimestamp();
+
+        if (TimestampDifferenceExceeds(last, now, svcbus_maintenance_naptime_ms))
+        {
+            int64       removed;
+
+            begin_xact("svcbus event scavenger");
+            removed = svcbus_event_scavenge(SCAVENGE_BATCH);
+            end_xact();
+            last = removed == SCAVENGE_BATCH ? 0 : now;     /* more: again at once */
+            total_removed += removed;
+            applied += removed;
+        }
+        snprintf(detail, len, "%d async projection%s running, " INT64_FORMAT " truncated events removed",
+                 nnames, nnames == 1 ? "" : "s", total_removed);
+    }
     return applied;
 }
 

@@ -16,6 +16,8 @@
 
 #include "postgres.h"
 
+#include "datatype/timestamp.h"
+
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/lwlock.h"
@@ -88,6 +90,10 @@ extern void svcbus_event_read_stream(const char *stream, int64 from_version, int
 extern int64 svcbus_event_read_all(int64 from_position, int32 max, ArrayType *types,
                                    const char *prefix, Tuplestorestate *ts, TupleDesc td);
 extern char *svcbus_event_cut(const char *s);
+extern bool svcbus_event_stream_deleted(const char *stream);
+extern int64 svcbus_event_truncate(const char *stream, int64 before, bool delete);
+extern void svcbus_event_set_limits(const char *stream, int64 max_count, Interval *max_age);
+extern int64 svcbus_event_scavenge(int limit);
 extern void svcbus_event_grant(const char *prefix, const char *role,
                                const char *privilege, bool grant);
 

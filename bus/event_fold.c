@@ -68,7 +68,8 @@ fetch_stream(const char *stream, int64 from_version, int *n, MemoryContext cxt)
     SvcbusEventRow *rows;
 
     if (SPI_execute_with_args("SELECT position, stream, version, type, data, metadata, appended_at"
-                              " FROM svcbus_internal.events WHERE stream = $1 AND version >= $2"
+                              " FROM svcbus_internal.events WHERE stream = $1 AND version >= greatest($2,"
+                              " (SELECT truncate_before FROM svcbus_internal.stream_meta WHERE stream = $1))"
                               " ORDER BY version LIMIT " CppAsString2(FOLD_BATCH),
                               2, types, v, NULL, true, 0) != SPI_OK_SELECT)
         elog(ERROR, "svcbus: reading a stream failed");

@@ -87,11 +87,13 @@ get_plan(int which)
 {
     static const char *const sql[NPLANS] = {
         "SELECT coalesce(max(position), 0) FROM svcbus_internal.events",
-        "SELECT coalesce(max(version), 0) FROM svcbus_internal.events WHERE stream = $1",
+        "SELECT greatest(coalesce((SELECT max(version) FROM svcbus_internal.events WHERE stream = $1), 0),"
+        " (SELECT truncate_before - 1 FROM svcbus_internal.stream_meta WHERE stream = $1))",
         "INSERT INTO svcbus_internal.events (position, stream, version, type, data, metadata, appended_at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7)",
         "SELECT version, position, type, data, metadata, appended_at FROM svcbus_internal.events"
-        " WHERE stream = $1 AND version >= $2 ORDER BY version LIMIT $3",
+        " WHERE stream = $1 AND version >= greatest($2, (SELECT truncate_before FROM svcbus_internal.stream_meta"
+        " WHERE stream = $1)) ORDER BY version LIMIT $3",
         "SELECT position, stream, version, type, data, metadata, appended_at FROM svcbus_internal.events"
         " WHERE position > $1 AND position < $2 AND ($3::text[] IS NULL OR type = ANY ($3))"
         " AND starts_with(stream, $4) ORDER BY position LIMIT $5",
@@ -416,6 +418,171 @@ svcbus_event_append(const char *stream, SvcbusEventIn *evs, int n,
 }
 
 /* ---------------------------------------------------------------------
+ * Stream management: truncation, soft delete, limits, scavenging
+ * ------------------------------------------------------------------- */
+
+/*
+ * Soft-deleted: delete_stream() moved truncate_before past the last
+ * version and nothing was appended since.  Inside SPI, as owner.
+ */
+static bool
+stream_deleted(const char *stream)
+{
+    Datum       arg = CStringGetTextDatum(stream);
+    Oid         t = TEXTOID;
+    bool        isnull;
+
+    if (SPI_execute_with_args("SELECT m.deleted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM svcbus_internal.events e"
+                              " WHERE e.stream = m.stream AND e.version >= m.truncate_before)"
+                              " FROM svcbus_internal.stream_meta m WHERE m.stream = $1",
+                              1, &t, &arg, NULL, true, 1) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus: reading stream metadata failed");
+    return SPI_processed == 1 &&
+        DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+bool
+svcbus_event_stream_deleted(const char *stream)
+{
+    SvcbusAsOwner as;
+    bool        d;
+
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    d = stream_deleted(stream);
+    SPI_finish();
+    svcbus_leave_owner(&as);
+    return d;
+}
+
+/*
+ * Hide the versions of stream below `before` from read_stream (they leave
+ * the log when the scavenger gets to them); delete: before = version + 1
+ * and the stream reads as deleted until the next append.  Serialised with
+ * appends by the stream's lock.  Returns the stream's version.
+ */
+int64
+svcbus_event_truncate(const char *stream, int64 before, bool delete)
+{
+    SvcbusAsOwner as;
+    int64       version;
+    Oid         t[3] = {TEXTOID, INT8OID, BOOLOID};
+    Datum       v[3];
+
+    lock_stream(stream);
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    version = current_version(stream);
+    if (version == 0)
+        ereport(ERROR,
+                (errcode(ERRCODE_UNDEFINED_OBJECT),
+                 errmsg("stream \"%s\" does not exist", svcbus_event_cut(stream))));
+    if (delete)
+        before = version + 1;
+    else if (before < 1 || before > version + 1)
+        ereport(ERROR,
+                (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                 errmsg("cannot truncate stream \"%s\" before version " INT64_FORMAT,
+                        svcbus_event_cut(stream), before),
+                 errdetail("Its version is " INT64_FORMAT "; truncate before 1 to " INT64_FORMAT ".",
+                           version, version + 1)));
+    v[0] = CStringGetTextDatum(stream);
+    v[1] = Int64GetDatum(before);
+    v[2] = BoolGetDatum(delete);
+    if (SPI_execute_with_args("INSERT INTO svcbus_internal.stream_meta AS m (stream, truncate_before, deleted_at)"
+                              " VALUES ($1, $2, CASE WHEN $3 THEN now() END) ON CONFLICT (stream) DO UPDATE"
+                              " SET truncate_before = greatest(m.truncate_before, excluded.truncate_before),"
+                              " deleted_at = CASE WHEN $3 THEN now() ELSE m.deleted_at END",
+                              3, t, v, NULL, false, 0) != SPI_OK_INSERT)
+        elog(ERROR, "svcbus: truncating a stream failed");
+    SPI_finish();
+    svcbus_leave_owner(&as);
+    return version;
+}
+
+/* max_count <= 0 or max_age NULL: no such limit. */
+void
+svcbus_event_set_limits(const char *stream, int64 max_count, Interval *max_age)
+{
+    SvcbusAsOwner as;
+    Oid         t[3] = {TEXTOID, INT8OID, INTERVALOID};
+    Datum       v[3];
+    char        nulls[3] = {' ', ' ', ' '};
+
+    v[0] = CStringGetTextDatum(stream);
+    v[1] = Int64GetDatum(max_count);
+    nulls[1] = max_count > 0 ? ' ' : 'n';
+    v[2] = max_age ? IntervalPGetDatum(max_age) : (Datum) 0;
+    nulls[2] = max_age ? ' ' : 'n';
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    if (SPI_execute_with_args("INSERT INTO svcbus_internal.stream_meta AS m (stream, max_count, max_age)"
+                              " VALUES ($1, $2, $3) ON CONFLICT (stream) DO UPDATE"
+                              " SET max_count = excluded.max_count, max_age = excluded.max_age",
+                              3, t, v, nulls, false, 0) != SPI_OK_INSERT)
+        elog(ERROR, "svcbus: setting stream limits failed");
+    SPI_finish();
+    svcbus_leave_owner(&as);
+}
+
+/*
+ * One scavenging pass (projector, its own transaction): apply the streams'
+ * count and age limits to their truncate_before, then remove up to `limit`
+ * events below it that every async projection and view has passed.  The
+ * event at the log's highest position is never removed: after a restart
+ * the position counter starts above it, so no position is handed out
+ * twice.  Returns the events removed.
+ */
+int64
+svcbus_event_scavenge(int limit)
+{
+    SvcbusAsOwner as;
+    int64       safe = svcbus_event_read_horizon() - 1;
+    int64       removed;
+    Oid         t[2] = {INT8OID, INT4OID};
+    Datum       v[2];
+    bool        isnull;
+    Datum       d;
+
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    if (SPI_execute("UPDATE svcbus_internal.stream_meta m SET truncate_before = s.before"
+                    " FROM (SELECT m2.stream, greatest("
+                    "   CASE WHEN m2.max_count IS NULL THEN 0 ELSE"
+                    "     (SELECT coalesce(max(e.version), 0) FROM svcbus_internal.events e WHERE e.stream = m2.stream)"
+                    "     - m2.max_count + 1 END,"
+                    "   CASE WHEN m2.max_age IS NULL THEN 0 ELSE"
+                    "     coalesce((SELECT min(e.version) FROM svcbus_internal.events e WHERE e.stream = m2.stream"
+                    "               AND e.appended_at > now() - m2.max_age),"
+                    "              (SELECT coalesce(max(e.version), 0) + 1 FROM svcbus_internal.events e"
+                    "               WHERE e.stream = m2.stream)) END) AS before"
+                    "  FROM svcbus_internal.stream_meta m2"
+                    "  WHERE m2.max_count IS NOT NULL OR m2.max_age IS NOT NULL) s"
+                    " WHERE m.stream = s.stream AND s.before > m.truncate_before",
+                    false, 0) != SPI_OK_UPDATE)
+        elog(ERROR, "svcbus: applying stream limits failed");
+    if (SPI_execute("SELECT min(position) FROM svcbus_internal.projections WHERE mode <> 'inline'",
+                    true, 1) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus: reading projections failed");
+    d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+    if (!isnull && DatumGetInt64(d) < safe)
+        safe = DatumGetInt64(d);
+    v[0] = Int64GetDatum(safe);
+    v[1] = Int32GetDatum(limit);
+    if (SPI_execute_with_args("DELETE FROM svcbus_internal.events WHERE ctid = ANY (ARRAY("
+                              " SELECT e.ctid FROM svcbus_internal.stream_meta m"
+                              " JOIN svcbus_internal.events e ON e.stream = m.stream AND e.version < m.truncate_before"
+                              " WHERE e.position <= $1"
+                              " AND e.position < (SELECT max(position) FROM svcbus_internal.events) LIMIT $2))",
+                              2, t, v, NULL, false, 0) != SPI_OK_DELETE)
+        elog(ERROR, "svcbus: removing truncated events failed");
+    removed = (int64) SPI_processed;
+    SPI_finish();
+    svcbus_leave_owner(&as);
+    return removed;
+}
+
+/* ---------------------------------------------------------------------
  * Reads
  * ------------------------------------------------------------------- */
 
@@ -448,10 +615,22 @@ svcbus_event_read_stream(const char *stream, int64 from_version, int32 max,
     rc = SPI_execute_plan(get_plan(PLAN_READ_STREAM), args, NULL, true, 0);
     if (rc != SPI_OK_SELECT)
         elog(ERROR, "svcbus: reading a stream failed (%d)", rc);
-    if (SPI_processed == 0 && current_version(stream) == 0)
-        ereport(ERROR,
-                (errcode(ERRCODE_UNDEFINED_OBJECT),
-                 errmsg("stream \"%s\" does not exist", svcbus_event_cut(stream))));
+    if (SPI_processed == 0)
+    {
+        /* the checks run queries of their own: the (empty) result is no longer SPI_tuptable */
+        if (current_version(stream) == 0)
+            ereport(ERROR,
+                    (errcode(ERRCODE_UNDEFINED_OBJECT),
+                     errmsg("stream \"%s\" does not exist", svcbus_event_cut(stream))));
+        if (stream_deleted(stream))
+            ereport(ERROR,
+                    (errcode(ERRCODE_UNDEFINED_OBJECT),
+                     errmsg("stream \"%s\" was deleted", svcbus_event_cut(stream)),
+                     errdetail("An append to it starts it again after its last version.")));
+        SPI_finish();
+        svcbus_leave_owner(&as);
+        return;
+    }
     rows_to_store(ts, td);
     SPI_finish();
     svcbus_leave_owner(&as);

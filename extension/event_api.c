@@ -17,6 +17,8 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
+#include "utils/timestamp.h"
+#include "access/htup_details.h"
 
 #include "bus/event.h"
 #include "bus/projection.h"
@@ -292,6 +294,115 @@ svcbus_stream_version(PG_FUNCTION_ARGS)
     PG_RETURN_INT64(svcbus_event_stream_version(stream));
 }
 
+PG_FUNCTION_INFO_V1(svcbus_truncate_stream);
+Datum
+svcbus_truncate_stream(PG_FUNCTION_ARGS)
+{
+    char       *stream = svcbus_text_arg(fcinfo, 0, "stream name");
+
+    check_database();
+    svcbus_event_validate_stream(stream);
+    if (PG_ARGISNULL(1))
+        ereport(ERROR,
+                (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+                 errmsg("before_version must not be null")));
+    svcbus_event_require(stream, SVCBUS_SPRIV_ADMIN, false);
+    (void) svcbus_event_truncate(stream, PG_GETARG_INT64(1), false);
+    PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(svcbus_delete_stream);
+Datum
+svcbus_delete_stream(PG_FUNCTION_ARGS)
+{
+    char       *stream = svcbus_text_arg(fcinfo, 0, "stream name");
+
+    check_database();
+    svcbus_event_validate_stream(stream);
+    svcbus_event_require(stream, SVCBUS_SPRIV_ADMIN, false);
+    PG_RETURN_INT64(svcbus_event_truncate(stream, 0, true));
+}
+
+PG_FUNCTION_INFO_V1(svcbus_set_stream_limits);
+Datum
+svcbus_set_stream_limits(PG_FUNCTION_ARGS)
+{
+    char       *stream = svcbus_text_arg(fcinfo, 0, "stream name");
+    int64       max_count = PG_ARGISNULL(1) ? 0 : PG_GETARG_INT64(1);
+    Interval   *max_age = PG_ARGISNULL(2) ? NULL : PG_GETARG_INTERVAL_P(2);
+    Interval    zero = {0, 0, 0};
+
+    check_database();
+    svcbus_event_validate_stream(stream);
+    if (!PG_ARGISNULL(1) && max_count < 1)
+        ereport(ERROR,
+                (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                 errmsg("max_count must be at least 1"),
+                 errhint("NULL keeps every event.")));
+    if (max_age != NULL &&
+        DatumGetBool(DirectFunctionCall2(interval_le, IntervalPGetDatum(max_age), IntervalPGetDatum(&zero))))
+        ereport(ERROR,
+                (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+                 errmsg("max_age must be positive"),
+                 errhint("NULL keeps events of any age.")));
+    svcbus_event_require(stream, SVCBUS_SPRIV_ADMIN, false);
+    svcbus_event_set_limits(stream, max_count, max_age);
+    PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(svcbus_stream_info);
+Datum
+svcbus_stream_info(PG_FUNCTION_ARGS)
+{
+    char       *stream = svcbus_text_arg(fcinfo, 0, "stream name");
+    TupleDesc   td;
+    Datum       v[5];
+    bool        nulls[5] = {false, false, false, true, true};
+    SvcbusAsOwner as;
+    Datum       arg;
+    Oid         t = TEXTOID;
+    int64       version;
+
+    check_database();
+    svcbus_event_validate_stream(stream);
+    svcbus_event_require(stream, SVCBUS_SPRIV_READ, false);
+    if (get_call_result_type(fcinfo, NULL, &td) != TYPEFUNC_COMPOSITE)
+        elog(ERROR, "svcbus: stream_info must return a row");
+    version = svcbus_event_stream_version(stream);
+    if (version == 0)
+        ereport(ERROR,
+                (errcode(ERRCODE_UNDEFINED_OBJECT),
+                 errmsg("stream \"%s\" does not exist", svcbus_event_cut(stream))));
+    v[0] = Int64GetDatum(version);
+    v[1] = Int64GetDatum(1);
+    v[2] = BoolGetDatum(svcbus_event_stream_deleted(stream));
+    arg = CStringGetTextDatum(stream);
+    svcbus_enter_owner(&as);
+    SPI_connect();
+    if (SPI_execute_with_args("SELECT greatest(truncate_before, 1), max_count, max_age"
+                              " FROM svcbus_internal.stream_meta WHERE stream = $1",
+                              1, &t, &arg, NULL, true, 1) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus: reading stream metadata failed");
+    if (SPI_processed == 1)
+    {
+        HeapTuple   tup = SPI_tuptable->vals[0];
+        bool        isnull;
+        Datum       d;
+
+        v[1] = SPI_getbinval(tup, SPI_tuptable->tupdesc, 1, &isnull);
+        d = SPI_getbinval(tup, SPI_tuptable->tupdesc, 2, &isnull);
+        nulls[3] = isnull;
+        v[3] = d;
+        d = SPI_getbinval(tup, SPI_tuptable->tupdesc, 3, &isnull);
+        nulls[4] = isnull;
+        if (!isnull)
+            v[4] = SPI_datumTransfer(d, false, sizeof(Interval));
+    }
+    SPI_finish();
+    svcbus_leave_owner(&as);
+    PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(td, v, nulls)));
+}
+
 PG_FUNCTION_INFO_V1(svcbus_aggregate_stream);
 Datum
 svcbus_aggregate_stream(PG_FUNCTION_ARGS)
@@ -319,6 +430,11 @@ svcbus_aggregate_stream(PG_FUNCTION_ARGS)
         ereport(ERROR,
                 (errcode(ERRCODE_UNDEFINED_OBJECT),
                  errmsg("stream \"%s\" does not exist", svcbus_event_cut(stream))));
+    if (svcbus_event_stream_deleted(stream))
+        ereport(ERROR,
+                (errcode(ERRCODE_UNDEFINED_OBJECT),
+                 errmsg("stream \"%s\" was deleted", svcbus_event_cut(stream)),
+                 errdetail("An append to it starts it again after its last version.")));
     PG_RETURN_JSONB_P(svcbus_event_fold(stream, PG_GETARG_OID(1), PG_GETARG_JSONB_P(2), every));
 }
 

@@ -1031,6 +1031,41 @@ LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
 COMMENT ON FUNCTION svcbus.revoke_stream(text, name, text) IS
   'Take back a right given with grant_stream.';
 
+-- Stream management (bus/README-events.md, "Stream management").
+CREATE TABLE svcbus_internal.stream_meta (
+    stream           text PRIMARY KEY,
+    truncate_before  bigint NOT NULL DEFAULT 0,  -- read_stream starts here; the scavenger removes the rest
+    deleted_at       timestamptz,                -- delete_stream: truncate_before was the version + 1
+    max_count        bigint CHECK (max_count > 0),
+    max_age          interval
+);
+
+CREATE FUNCTION svcbus.truncate_stream(stream text, before_version bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_truncate_stream'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.truncate_stream(text, bigint) IS
+  'Hide the stream''s events before before_version from read_stream and aggregate_stream; they leave the log once every async projection and view has passed them.';
+CREATE FUNCTION svcbus.delete_stream(stream text)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'svcbus_delete_stream'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.delete_stream(text) IS
+  'Soft-delete a stream: it reads as deleted (42704) until an append starts it again after its last version, which this returns.';
+CREATE FUNCTION svcbus.set_stream_limits(stream text, max_count bigint DEFAULT NULL, max_age interval DEFAULT NULL)
+RETURNS void
+AS 'MODULE_PATHNAME', 'svcbus_set_stream_limits'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.set_stream_limits(text, bigint, interval) IS
+  'Keep at most max_count events of the stream, and none older than max_age (NULL: no such limit); applied by the projector''s scavenger.';
+CREATE FUNCTION svcbus.stream_info(stream text,
+                                   OUT version bigint, OUT first_version bigint, OUT deleted boolean,
+                                   OUT max_count bigint, OUT max_age interval)
+AS 'MODULE_PATHNAME', 'svcbus_stream_info'
+LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
+COMMENT ON FUNCTION svcbus.stream_info(text) IS
+  'A stream''s version, the first version read_stream shows, whether it is deleted, and its limits.';
+
 -- Projections (see bus/README-events.md, "Projections").
 CREATE TYPE svcbus.event AS (
     "position" bigint, stream text, version bigint, type text, data jsonb, metadata jsonb,

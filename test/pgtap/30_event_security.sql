@@ -5,22 +5,30 @@
 -- ordinary role's reach; a stream name or event type full of quotes is
 -- stored as data; a role cannot grant itself rights.
 BEGIN;
-SELECT plan(12);
+SELECT plan(14);
 
 SELECT is((SELECT count(*)::int FROM pg_proc
             WHERE pronamespace = 'svcbus'::regnamespace
-              AND proname IN ('append', 'read_stream', 'read_all', 'stream_version', 'grant_stream', 'revoke_stream')
+              AND proname IN ('append', 'read_stream', 'read_all', 'stream_version', 'grant_stream', 'revoke_stream',
+                              'aggregate_stream', 'drop_snapshots', 'truncate_stream', 'delete_stream',
+                              'set_stream_limits', 'stream_info')
               AND NOT has_function_privilege('public', oid, 'EXECUTE')),
           0, 'PUBLIC can execute every event store function');
 SELECT is((SELECT count(*)::int FROM pg_proc
             WHERE pronamespace = 'svcbus'::regnamespace
-              AND proname IN ('append', 'read_stream', 'read_all', 'stream_version', 'grant_stream', 'revoke_stream')
+              AND proname IN ('append', 'read_stream', 'read_all', 'stream_version', 'grant_stream', 'revoke_stream',
+                              'aggregate_stream', 'drop_snapshots', 'truncate_stream', 'delete_stream',
+                              'set_stream_limits', 'stream_info')
               AND prosecdef),
           0, 'no event store function is SECURITY DEFINER');
 SELECT ok(NOT has_table_privilege('public', 'svcbus_internal.events', 'SELECT,INSERT,UPDATE,DELETE'),
           'PUBLIC has no right on the event log table');
 SELECT ok(NOT has_table_privilege('public', 'svcbus_internal.stream_grants', 'SELECT,INSERT,UPDATE,DELETE'),
           'PUBLIC has no right on the stream grants table');
+SELECT ok(NOT has_table_privilege('public', 'svcbus_internal.stream_meta', 'SELECT,INSERT,UPDATE,DELETE'),
+          'PUBLIC has no right on the stream metadata table');
+SELECT ok(NOT has_table_privilege('public', 'svcbus_internal.stream_snapshots', 'SELECT,INSERT,UPDATE,DELETE'),
+          'PUBLIC has no right on the snapshots table (a forged snapshot would mislead every reader)');
 
 CREATE ROLE tap_ev_user;
 SELECT svcbus.grant_stream('tap/', 'tap_ev_user', 'append');

@@ -216,3 +216,39 @@ def test_concurrent_rebuild_is_refused_and_a_looping_handler_fails_its_projectio
     assert "statement timeout" in err, err
     wait_caught_up(cluster)
     check_exactly_once(cluster)
+
+
+def test_scavenger_keeps_what_a_lagging_projection_needs_and_positions_are_never_reused(cluster):
+    """Truncated events leave the log only after every async projection has
+    passed them: a failed projection holds them until it is resumed and
+    catches up, then they are removed.  The event at the highest position is
+    kept, so after kill -9 of the postmaster the next append gets a higher
+    position than any before (a projection's checkpoint never skips it)."""
+    cluster.execute("SELECT svcbus.append('x', '[{\"type\": \"e\", \"data\": {\"k\": \"bad\"}}]')")
+    wait_for(lambda: cluster.execute("SELECT state FROM svcbus.projections")[0][0] == "failed",
+             timeout=30, what="projection failed")
+    for k in range(5):
+        cluster.execute("SELECT svcbus.append('x', %s)", ('[{"type": "e", "data": {"k": %d}}]' % k,))
+    top = cluster.execute("SELECT max(position) FROM svcbus_internal.events")[0][0]
+    cluster.execute("SELECT svcbus.truncate_stream('x', 7)")
+    assert cluster.execute("SELECT count(*) FROM svcbus.read_stream('x', 1)")[0][0] == 0
+    time.sleep(3)     # several scavenger passes (naptime 1 s)
+    assert cluster.execute("SELECT count(*) FROM svcbus_internal.events WHERE stream = 'x'")[0][0] == 6
+    cluster.execute("""CREATE OR REPLACE FUNCTION apply_event(e svcbus.event) RETURNS void LANGUAGE plpgsql AS $$
+        BEGIN
+            IF e.data->>'k' ~ '^[0-9]+$' THEN
+                INSERT INTO public.applied VALUES (e.position, e.stream, (e.data->>'k')::int);
+            END IF;
+        END $$""")
+    cluster.execute("SELECT svcbus.resume('applied')")
+    wait_caught_up(cluster)
+    assert sorted(r[0] for r in cluster.execute("SELECT k FROM applied WHERE stream = 'x'")) == [0, 1, 2, 3, 4]
+    wait_for(lambda: cluster.execute("SELECT count(*) FROM svcbus_internal.events WHERE stream = 'x'")[0][0] == 1,
+             timeout=30, what="truncated events removed")
+    assert cluster.execute("SELECT max(position) FROM svcbus_internal.events")[0][0] == top
+    cluster.kill9_postmaster()
+    cluster.start()
+    p = cluster.execute("SELECT positions[1] FROM svcbus.append('y', '[{\"type\": \"e\", \"data\": {\"k\": 9}}]')")[0][0]
+    assert p > top
+    wait_caught_up(cluster)
+    assert cluster.execute("SELECT count(*) FROM applied WHERE position = %s", (p,))[0][0] == 1

@@ -31,8 +31,11 @@ SELECT svcbus.create_view('sales_by_region', $q$
 SELECT svcbus.create_view('refunds', $q$
     SELECT count(*) AS n, sum((data->>'amount')::int) AS total, avg((data->>'amount')::int) AS mean
       FROM svcbus.event_log WHERE type IN ('refunded', 'voided') $q$);
-SELECT * FROM refunds;
-SELECT wait_view('sales_by_region'), wait_view('refunds');
+SELECT svcbus.create_view('nothing', $q$
+    SELECT count(*) AS n, sum((data->>'amount')::int) AS total, max(stream) AS last
+      FROM svcbus.event_log WHERE type = 'never' $q$);
+SELECT wait_view('sales_by_region'), wait_view('refunds'), wait_view('nothing');
+SELECT * FROM nothing;
 SELECT * FROM sales_by_region ORDER BY region;
 SELECT * FROM refunds;
 
@@ -156,7 +159,7 @@ SET ROLE view_reader;
 SELECT count(*) > 0 AS some, count(*) FILTER (WHERE stream = 'other-1') AS others FROM svcbus.event_log;
 RESET ROLE;
 
-SELECT svcbus.drop_view('my_sales'), svcbus.drop_view('refunds'), svcbus.drop_view('sales_by_region');
+SELECT svcbus.drop_view('my_sales'), svcbus.drop_view('refunds'), svcbus.drop_view('sales_by_region'), svcbus.drop_view('nothing');
 SELECT count(*) FROM svcbus.projections WHERE mode = 'view';
 SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE nspname = 'svcbus_view_state';
 REVOKE CREATE ON SCHEMA public FROM view_reader;

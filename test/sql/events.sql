@@ -236,3 +236,77 @@ SELECT svcbus.drop_snapshots('count_fold(jsonb, svcbus.event)');
 RESET ROLE;
 SELECT svcbus.drop_snapshots('count_fold(jsonb, svcbus.event)');
 SELECT count(*) AS snapshots FROM svcbus_internal.stream_snapshots;
+
+-- Stream management.  Truncation hides the versions before it from
+-- read_stream and aggregate_stream at once; the projector's scavenger
+-- removes them from the log once no async projection or view still needs
+-- them.  Soft delete reads as deleted until the next append, which goes on
+-- after the last version.
+CREATE FUNCTION wait_scavenged(s text, n bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..600 LOOP
+        IF (SELECT count(*) FROM svcbus_internal.events WHERE stream = s) <= n THEN RETURN true; END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+    RETURN false;
+END $$;
+SELECT (svcbus.append('trim-1', jsonb_agg(jsonb_build_object('type', 'k', 'data', jsonb_build_object('k', g))))).version
+  FROM generate_series(1, 10) g;
+SELECT svcbus.truncate_stream('trim-1', 8);
+SELECT version, data FROM svcbus.read_stream('trim-1');
+SELECT version, data FROM svcbus.read_stream('trim-1', 2, 1);
+SELECT count(*) FROM svcbus.read_stream('trim-1', 100);
+SELECT svcbus.aggregate_stream('trim-1', 'count_fold(jsonb, svcbus.event)', '{"n": 0, "sum": 0}');
+SELECT * FROM svcbus.stream_info('trim-1');
+SELECT wait_scavenged('trim-1', 3);
+SELECT array_agg(version ORDER BY version) FROM svcbus_internal.events WHERE stream = 'trim-1';
+-- truncation never moves back, and the version goes on
+SELECT svcbus.truncate_stream('trim-1', 3);
+SELECT (svcbus.append('trim-1', '[{"type": "k", "data": {"k": 11}}]', 10)).version;
+SELECT first_version, version FROM svcbus.stream_info('trim-1');
+SELECT svcbus.truncate_stream('trim-1', 13);
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.truncate_stream('trim-1', 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.truncate_stream('trim-1', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.truncate_stream('no-such-stream', 1);
+\echo :LAST_ERROR_SQLSTATE
+
+-- soft delete
+SELECT svcbus.delete_stream('trim-1');
+SELECT * FROM svcbus.read_stream('trim-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.aggregate_stream('trim-1', 'count_fold(jsonb, svcbus.event)', '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT version, deleted FROM svcbus.stream_info('trim-1');
+SELECT (svcbus.append('trim-1', '[{"type": "k", "data": {"k": 12}}]', 'no_stream')).version;
+\echo :LAST_ERROR_SQLSTATE
+SELECT (svcbus.append('trim-1', '[{"type": "k", "data": {"k": 12}}]', 11)).version;
+SELECT version, data FROM svcbus.read_stream('trim-1');
+SELECT version, deleted FROM svcbus.stream_info('trim-1');
+
+-- limits: at most 3 events, applied by the scavenger
+SELECT (svcbus.append('capped-1', jsonb_agg(jsonb_build_object('type', 'k', 'data', jsonb_build_object('k', g))))).version
+  FROM generate_series(1, 10) g;
+SELECT svcbus.set_stream_limits('capped-1', max_count => 3);
+SELECT wait_scavenged('capped-1', 3);
+SELECT array_agg(version ORDER BY version) FROM svcbus.read_stream('capped-1');
+SELECT version, first_version, max_count, max_age FROM svcbus.stream_info('capped-1');
+SELECT svcbus.set_stream_limits('capped-1', max_age => '1 millisecond');
+SELECT wait_scavenged('capped-1', 1);
+SELECT count(*) FROM svcbus.read_stream('capped-1');
+SELECT svcbus.set_stream_limits('capped-1', max_count => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.set_stream_limits('capped-1', max_age => '-1 day');
+\echo :LAST_ERROR_SQLSTATE
+SET ROLE ev_stranger;
+SELECT svcbus.truncate_stream('capped-1', 2);
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.delete_stream('capped-1');
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.set_stream_limits('capped-1', max_count => 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT * FROM svcbus.stream_info('capped-1');
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
