@@ -65,33 +65,13 @@ fetch_stream(const char *stream, int64 from_version, int *n, MemoryContext cxt)
 {
     Oid         types[2] = {TEXTOID, INT8OID};
     Datum       v[2] = {CStringGetTextDatum(stream), Int64GetDatum(from_version)};
-    SvcbusEventRow *rows;
-
     if (SPI_execute_with_args("SELECT position, stream, version, type, data, metadata, appended_at"
                               " FROM svcbus_internal.events WHERE stream = $1 AND version >= greatest($2,"
                               " (SELECT truncate_before FROM svcbus_internal.stream_meta WHERE stream = $1))"
                               " ORDER BY version LIMIT " CppAsString2(FOLD_BATCH),
                               2, types, v, NULL, true, 0) != SPI_OK_SELECT)
         elog(ERROR, "svcbus: reading a stream failed");
-    rows = MemoryContextAlloc(cxt, sizeof(SvcbusEventRow) * (SPI_processed + 1));
-    for (uint64 i = 0; i < SPI_processed; i++)
-    {
-        HeapTuple   tup = SPI_tuptable->vals[i];
-        TupleDesc   td = SPI_tuptable->tupdesc;
-        bool        isnull;
-        MemoryContext old = MemoryContextSwitchTo(cxt);
-
-        rows[i].position = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-        rows[i].stream = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
-        rows[i].version = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
-        rows[i].type = TextDatumGetCString(SPI_getbinval(tup, td, 4, &isnull));
-        rows[i].data = DatumGetJsonbPCopy(SPI_getbinval(tup, td, 5, &isnull));
-        rows[i].metadata = DatumGetJsonbPCopy(SPI_getbinval(tup, td, 6, &isnull));
-        rows[i].appended_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 7, &isnull));
-        MemoryContextSwitchTo(old);
-    }
-    *n = (int) SPI_processed;
-    return rows;
+    return svcbus_event_rows_copy(n, cxt);
 }
 
 Jsonb *

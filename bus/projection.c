@@ -356,6 +356,35 @@ projection_locktag(LOCKTAG *tag, const char *name)
 }
 
 /*
+ * The rows of SPI_tuptable, columns (position, stream, version, type,
+ * data, metadata, appended_at), copied into cxt; their count in *n.
+ */
+SvcbusEventRow *
+svcbus_event_rows_copy(int *n, MemoryContext cxt)
+{
+    SvcbusEventRow *rows = MemoryContextAlloc(cxt, sizeof(SvcbusEventRow) * (SPI_processed + 1));
+
+    for (uint64 i = 0; i < SPI_processed; i++)
+    {
+        HeapTuple   tup = SPI_tuptable->vals[i];
+        TupleDesc   td = SPI_tuptable->tupdesc;
+        bool        isnull;
+        MemoryContext old = MemoryContextSwitchTo(cxt);
+
+        rows[i].position = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
+        rows[i].stream = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
+        rows[i].version = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
+        rows[i].type = TextDatumGetCString(SPI_getbinval(tup, td, 4, &isnull));
+        rows[i].data = DatumGetJsonbPCopy(SPI_getbinval(tup, td, 5, &isnull));
+        rows[i].metadata = DatumGetJsonbPCopy(SPI_getbinval(tup, td, 6, &isnull));
+        rows[i].appended_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 7, &isnull));
+        MemoryContextSwitchTo(old);
+    }
+    *n = (int) SPI_processed;
+    return rows;
+}
+
+/*
  * Up to max events after `after` below the read horizon, of p's types;
  * copied into the current memory context.  Inside SPI, as owner.
  */
@@ -367,7 +396,6 @@ fetch_rows(const SvcbusProjection *p, int64 after, int max, int *n, int64 *horiz
     char        nulls[4] = {' ', ' ', ' ', ' '};
     Oid         types[4] = {INT8OID, INT8OID, TEXTARRAYOID, INT4OID};
     int         rc;
-    SvcbusEventRow *rows;
 
     *horizon = svcbus_event_read_horizon();
     args[0] = Int64GetDatum(after);
@@ -392,25 +420,7 @@ fetch_rows(const SvcbusProjection *p, int64 after, int max, int *n, int64 *horiz
     PopActiveSnapshot();
     if (rc != SPI_OK_SELECT)
         elog(ERROR, "svcbus: reading events for a projection failed (%d)", rc);
-    rows = MemoryContextAlloc(cxt, sizeof(SvcbusEventRow) * (SPI_processed + 1));
-    for (uint64 i = 0; i < SPI_processed; i++)
-    {
-        HeapTuple   tup = SPI_tuptable->vals[i];
-        TupleDesc   td = SPI_tuptable->tupdesc;
-        bool        isnull;
-        MemoryContext old = MemoryContextSwitchTo(cxt);
-
-        rows[i].position = DatumGetInt64(SPI_getbinval(tup, td, 1, &isnull));
-        rows[i].stream = TextDatumGetCString(SPI_getbinval(tup, td, 2, &isnull));
-        rows[i].version = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
-        rows[i].type = TextDatumGetCString(SPI_getbinval(tup, td, 4, &isnull));
-        rows[i].data = DatumGetJsonbPCopy(SPI_getbinval(tup, td, 5, &isnull));
-        rows[i].metadata = DatumGetJsonbPCopy(SPI_getbinval(tup, td, 6, &isnull));
-        rows[i].appended_at = DatumGetTimestampTz(SPI_getbinval(tup, td, 7, &isnull));
-        MemoryContextSwitchTo(old);
-    }
-    *n = (int) SPI_processed;
-    return rows;
+    return svcbus_event_rows_copy(n, cxt);
 }
 
 /*

@@ -63,6 +63,7 @@ extern bool svcbus_projection_any_inline(void);
 extern int  svcbus_projection_step(const char *name);
 extern List *svcbus_projection_runnable(void);
 extern int64 svcbus_projection_rebuild(const char *name);
+extern SvcbusEventRow *svcbus_event_rows_copy(int *n, MemoryContext cxt);
 extern Datum svcbus_event_datum(TupleDesc td, const SvcbusEventRow *e);
 extern Jsonb *svcbus_event_fold(const char *stream, Oid reducer, Jsonb *initial, int32 snapshot_every);
 extern void svcbus_view_create(const char *name, const char *query, SvcbusViewDef *def);
