@@ -47,6 +47,9 @@ typedef struct SvcbusEventShared
     int64       appended_total; /* events committed since startup */
     ConditionVariable cv;       /* read_all waiters; broadcast at each end */
     pg_atomic_uint32 projector_procno;  /* pgprocno + 1 of the projector, 0: none */
+    pg_atomic_uint32 meta_used; /* 1 once some stream was truncated, deleted or
+                                 * limited (or stream_meta had rows at load):
+                                 * versions must consult stream_meta */
     SvcbusHorizon horizon;      /* over positions */
     SvcbusHorizonSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } SvcbusEventShared;

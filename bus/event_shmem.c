@@ -71,6 +71,7 @@ svcbus_event_shmem_init(void)
         event_shared->appended_total = 0;
         ConditionVariableInit(&event_shared->cv);
         pg_atomic_init_u32(&event_shared->projector_procno, 0);
+        pg_atomic_init_u32(&event_shared->meta_used, 0);
         svcbus_horizon_init(&event_shared->horizon, event_shared->slots,
                             event_nslots(), 1);
     }

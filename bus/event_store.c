@@ -73,6 +73,7 @@ enum
 {
     PLAN_MAX_POSITION,
     PLAN_VERSION,
+    PLAN_VERSION_META,
     PLAN_INSERT,
     PLAN_READ_STREAM,
     PLAN_READ_ALL,
@@ -87,6 +88,7 @@ get_plan(int which)
 {
     static const char *const sql[NPLANS] = {
         "SELECT coalesce(max(position), 0) FROM svcbus_internal.events",
+        "SELECT coalesce(max(version), 0) FROM svcbus_internal.events WHERE stream = $1",
         "SELECT greatest(coalesce((SELECT max(version) FROM svcbus_internal.events WHERE stream = $1), 0),"
         " (SELECT truncate_before - 1 FROM svcbus_internal.stream_meta WHERE stream = $1))",
         "INSERT INTO svcbus_internal.events (position, stream, version, type, data, metadata, appended_at)"
@@ -99,9 +101,10 @@ get_plan(int which)
         " AND starts_with(stream, $4) ORDER BY position LIMIT $5",
         "SELECT prefix, grantee, privilege FROM svcbus_internal.stream_grants",
     };
-    static const int nargs[NPLANS] = {0, 1, 7, 3, 5, 0};
+    static const int nargs[NPLANS] = {0, 1, 1, 7, 3, 5, 0};
     static const Oid types[NPLANS][7] = {
         {0},
+        {TEXTOID},
         {TEXTOID},
         {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID},
         {TEXTOID, INT8OID, INT4OID},
@@ -149,6 +152,11 @@ ensure_loaded(void)
         return;
     PushActiveSnapshot(GetLatestSnapshot());
     max = single_int8(PLAN_MAX_POSITION, NULL, GetActiveSnapshot());
+    if (SPI_execute_snapshot(SPI_prepare("SELECT 1 FROM svcbus_internal.stream_meta LIMIT 1", 0, NULL),
+                             NULL, NULL, GetActiveSnapshot(), InvalidSnapshot, true, false, 1) != SPI_OK_SELECT)
+        elog(ERROR, "svcbus: reading stream metadata failed");
+    if (SPI_processed > 0)
+        pg_atomic_write_u32(&svcbus_event_shared()->meta_used, 1);
     PopActiveSnapshot();
     svcbus_event_set_loaded(max);
 }
@@ -343,7 +351,9 @@ current_version(const char *stream)
     int64       v;
 
     PushActiveSnapshot(GetLatestSnapshot());
-    v = single_int8(PLAN_VERSION, &arg, GetActiveSnapshot());
+    /* stream_meta only matters once some stream was truncated, deleted or limited */
+    v = single_int8(pg_atomic_read_u32(&svcbus_event_shared()->meta_used) ? PLAN_VERSION_META : PLAN_VERSION,
+                    &arg, GetActiveSnapshot());
     PopActiveSnapshot();
     return v;
 }
@@ -470,6 +480,7 @@ svcbus_event_truncate(const char *stream, int64 before, bool delete)
     Datum       v[3];
 
     lock_stream(stream);
+    pg_atomic_write_u32(&svcbus_event_shared()->meta_used, 1);
     svcbus_enter_owner(&as);
     SPI_connect();
     version = current_version(stream);
@@ -514,6 +525,7 @@ svcbus_event_set_limits(const char *stream, int64 max_count, Interval *max_age)
     nulls[1] = max_count > 0 ? ' ' : 'n';
     v[2] = max_age ? IntervalPGetDatum(max_age) : (Datum) 0;
     nulls[2] = max_age ? ' ' : 'n';
+    pg_atomic_write_u32(&svcbus_event_shared()->meta_used, 1);
     svcbus_enter_owner(&as);
     SPI_connect();
     if (SPI_execute_with_args("INSERT INTO svcbus_internal.stream_meta AS m (stream, max_count, max_age)"
@@ -537,13 +549,16 @@ int64
 svcbus_event_scavenge(int limit)
 {
     SvcbusAsOwner as;
-    int64       safe = svcbus_event_read_horizon() - 1;
+    int64       safe;
     int64       removed;
     Oid         t[2] = {INT8OID, INT4OID};
     Datum       v[2];
     bool        isnull;
     Datum       d;
 
+    safe = svcbus_event_read_horizon() - 1;    /* loads meta_used after a start */
+    if (pg_atomic_read_u32(&svcbus_event_shared()->meta_used) == 0)
+        return 0;               /* no stream was ever truncated, deleted or limited */
     svcbus_enter_owner(&as);
     SPI_connect();
     if (SPI_execute("UPDATE svcbus_internal.stream_meta m SET truncate_before = s.before"
@@ -569,10 +584,13 @@ svcbus_event_scavenge(int limit)
         safe = DatumGetInt64(d);
     v[0] = Int64GetDatum(safe);
     v[1] = Int32GetDatum(limit);
+    /* stream by stream through the (stream, version) index, never a scan of the log */
     if (SPI_execute_with_args("DELETE FROM svcbus_internal.events WHERE ctid = ANY (ARRAY("
-                              " SELECT e.ctid FROM svcbus_internal.stream_meta m"
-                              " JOIN svcbus_internal.events e ON e.stream = m.stream AND e.version < m.truncate_before"
-                              " WHERE e.position <= $1"
+                              " SELECT e.ctid FROM svcbus_internal.stream_meta m,"
+                              " LATERAL (SELECT e1.ctid, e1.position FROM svcbus_internal.events e1"
+                              "          WHERE e1.stream = m.stream AND e1.version < m.truncate_before"
+                              "          ORDER BY e1.version LIMIT $2) e"
+                              " WHERE m.truncate_before > 1 AND e.position <= $1"
                               " AND e.position < (SELECT max(position) FROM svcbus_internal.events) LIMIT $2))",
                               2, t, v, NULL, false, 0) != SPI_OK_DELETE)
         elog(ERROR, "svcbus: removing truncated events failed");

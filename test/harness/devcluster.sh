@@ -179,6 +179,26 @@ SELECT svcbus.cache_set('demo:greeting', jsonb_build_object('hello', 'cache'), 6
 SELECT svcbus.cache_get_jsonb('demo:greeting') AS after_commit, svcbus.cache_incr('demo:visits') AS visits;
 SELECT items, hits, misses, round(hit_ratio::numeric, 2) AS hit_ratio, overhead_per_item FROM svcbus.cache_stats;
 SQL
+    echo "== the event store: an append rolled back leaves nothing; a view over events follows the committed ones:"
+    "${PSQL[@]}" -d svcbus <<'SQL'
+SELECT svcbus.create_view('demo_sales', $q$SELECT data->>'region' AS region, count(*) AS orders,
+                                             sum((data->>'amount')::numeric) AS total
+                                        FROM svcbus.event_log WHERE type = 'placed' GROUP BY data->>'region'$q$)
+ WHERE NOT EXISTS (SELECT 1 FROM svcbus.projections WHERE name = 'demo_sales');
+BEGIN;
+SELECT svcbus.append('order-demo', '[{"type": "placed", "data": {"region": "north", "amount": 1000}}]');
+ROLLBACK;
+SELECT version, positions FROM svcbus.append('order-demo', '[{"type": "placed", "data": {"region": "north", "amount": 10}},
+                                                             {"type": "placed", "data": {"region": "south", "amount": 5}}]');
+DO $$ BEGIN
+    FOR i IN 1..100 LOOP
+        EXIT WHEN (SELECT lag_events FROM svcbus.projections WHERE name = 'demo_sales') = 0;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT * FROM demo_sales ORDER BY region;
+SELECT name, mode, state, position, lag_events FROM svcbus.projections;
+SQL
     echo "== gateway health:"
     curl -s "http://127.0.0.1:$GPORT/health"; echo
     # A token for role svcbus_demo, valid 24 hours (HS256, standard library only).
