@@ -67,6 +67,11 @@ REGRESS_OUTDIR ?= test/results-regress
 REGRESS_OPTS   = --inputdir=test --outputdir=$(REGRESS_OUTDIR) \
                  --temp-instance=$(REGRESS_OUTDIR)/tmp_check \
                  --temp-config=test/svcbus.conf --load-extension=svcbus
+# Isolation tests (two sessions): test/specs, expected output in test/expected.
+ISOLATION      = event_concurrency
+ISOLATION_OPTS = --inputdir=test --outputdir=$(REGRESS_OUTDIR)-isolation \
+                 --temp-instance=$(REGRESS_OUTDIR)-isolation/tmp_check \
+                 --temp-config=test/isolation.conf --load-extension=svcbus
 NOPRELOAD_TESTS = nopreload
 
 PG_CPPFLAGS = -I$(CURDIR) -I. -Wall -Wextra -Wno-unused-parameter \

@@ -37,7 +37,7 @@ check_database(void)
 }
 
 static void
-validate_name(const char *name)
+validate_name(const char *name, const char *what)
 {
     size_t      len = strlen(name);
     bool        ok = len >= 1 && len <= PROJECTION_NAME_MAX;
@@ -52,9 +52,9 @@ validate_name(const char *name)
     if (!ok)
         ereport(ERROR,
                 (errcode(ERRCODE_INVALID_NAME),
-                 errmsg("invalid projection name \"%s\"", svcbus_event_cut(name)),
-                 errdetail("A projection name has 1 to %d characters: letters, digits, \"_\", and \".\" or \"-\" after the first.",
-                           PROJECTION_NAME_MAX)));
+                 errmsg("invalid %s name \"%s\"", what, svcbus_event_cut(name)),
+                 errdetail("A %s name has 1 to %d characters: letters, digits, \"_\", and \".\" or \"-\" after the first.",
+                           what, PROJECTION_NAME_MAX)));
 }
 
 /* The projection's owner, or 42704. Inside SPI as the extension owner. */
@@ -184,7 +184,7 @@ svcbus_create_projection(PG_FUNCTION_ARGS)
     bool        per_batch;
 
     check_database();
-    validate_name(name);
+    validate_name(name, "projection");
     if (PG_ARGISNULL(1))
         ereport(ERROR,
                 (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -216,7 +216,7 @@ svcbus_project_to_topic(PG_FUNCTION_ARGS)
     char       *topic = svcbus_text_arg(fcinfo, 1, "topic name");
 
     check_database();
-    validate_name(name);
+    validate_name(name, "projection");
     svcbus_event_require("", SVCBUS_SPRIV_READ, true);
     check_types(PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2));
     insert_projection(name, InvalidOid, false, "async",
@@ -239,7 +239,7 @@ svcbus_create_view(PG_FUNCTION_ARGS)
     char        nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
     check_database();
-    validate_name(name);
+    validate_name(name, "view");
     svcbus_enter_owner(&as);
     SPI_connect();
     (void) projection_owner(name, true, &found);

@@ -93,7 +93,7 @@ def stage_regress():
     os.makedirs(stage)
     for f in ("Makefile", "svcbus.control"):
         shutil.copy(os.path.join(ROOT, f), stage)
-    for d in ("sql", "test/sql", "test/expected"):
+    for d in ("sql", "test/sql", "test/specs", "test/expected"):
         shutil.copytree(os.path.join(ROOT, d), os.path.join(stage, d))
     for f in glob.glob(os.path.join(ROOT, "test", "*.conf")):
         shutil.copy(f, os.path.join(stage, "test"))
