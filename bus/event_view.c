@@ -32,6 +32,7 @@
  */
 #include "postgres.h"
 
+#include "access/tupdesc.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_aggregate.h"
 #include "catalog/pg_namespace.h"
@@ -141,7 +142,7 @@ svcbus_view_create(const char *name, const char *query, SvcbusViewDef *def)
     RangeTblEntry *rte;
     Oid         log_oid;
     List       *ctx;
-    StringInfoData keys_sel, part_sel, part_cols, cols, groupby, upd, user_cols, init_cols, init_vals;
+    StringInfoData keys_sel, part_sel, part_cols, cols, groupby, upd, user_cols, init_cols, init_vals, coldefs;
     int         nkeys = 0;
     int         nagg = 0;
     ListCell   *lc;
@@ -370,13 +371,36 @@ svcbus_view_create(const char *name, const char *query, SvcbusViewDef *def)
     if (nkeys == 0)
         init = psprintf("INSERT INTO %s (%s) VALUES (%s)", state, init_cols.data, init_vals.data);
 
+    /*
+     * The state's columns: the types of the delta's select list, planned as
+     * the caller (search_path pinned).  The user's expressions are never
+     * planned or run as the extension owner, who makes the table: planning
+     * folds immutable calls with constant arguments, and an "immutable"
+     * function can still read what its owner may not.
+     */
+    initStringInfo(&coldefs);
+    PushOverrideSearchPath(&pinned);
+    SPI_connect();
+    if (SPI_execute(psprintf("SELECT %s, count(*) AS n%s FROM svcbus.event_log e WHERE false%s",
+                             keys_sel.data, part_sel.data, groupby.data),
+                    true, 0) != SPI_OK_SELECT || SPI_tuptable == NULL)
+        elog(ERROR, "svcbus: planning a view's state failed");
+    for (int i = 0; i < SPI_tuptable->tupdesc->natts; i++)
+    {
+        Form_pg_attribute att = TupleDescAttr(SPI_tuptable->tupdesc, i);
+
+        appendStringInfo(&coldefs, "%s%s %s", i > 0 ? ", " : "", quote_identifier(NameStr(att->attname)),
+                         format_type_with_typemod(att->atttypid, att->atttypmod));
+        if (OidIsValid(att->attcollation) && att->attcollation != get_typcollation(att->atttypid))
+            appendStringInfo(&coldefs, " COLLATE %s", generate_collation_name(att->attcollation));
+    }
+    SPI_finish();
+    PopOverrideSearchPath();
+
     /* the state table: made by the extension owner, then handed to the caller */
     svcbus_enter_owner(&as);
     SPI_connect();
-    if (SPI_execute(psprintf("CREATE TABLE %s AS SELECT %s, count(*) AS n%s FROM svcbus.event_log e"
-                             " WHERE false%s WITH NO DATA",
-                             state, keys_sel.data, part_sel.data, groupby.data),
-                    false, 0) != SPI_OK_UTILITY)
+    if (SPI_execute(psprintf("CREATE TABLE %s (%s)", state, coldefs.data), false, 0) != SPI_OK_UTILITY)
         elog(ERROR, "svcbus: creating a view's state failed");
     if (SPI_execute(psprintf("CREATE UNIQUE INDEX ON %s (%s) NULLS NOT DISTINCT", state, cols.data),
                     false, 0) != SPI_OK_UTILITY ||

@@ -2,14 +2,14 @@
 -- SECURITY DEFINER; svcbus.event_log is a security barrier filtered by the
 -- caller's read right; a view's state belongs to its owner and to nobody
 -- else; the view's expressions run as its owner, never as the extension's
--- owner (a function in the query that reports current_user says so); a
--- query full of quotes is data.
+-- owner, at creation and in maintenance (a function in the query that
+-- reports current_user says so); a query full of quotes is data.
 -- The events are committed first: a view sees no append before it commits.
 SELECT svcbus.append('tapv/1', '[{"type": "t", "data": {"k": "x''); DROP TABLE svcbus_internal.events; --"}}]') IS NOT NULL;
 SELECT svcbus.append('hidden/1', '[{"type": "t", "data": {"k": "h"}}]') IS NOT NULL;
 SELECT svcbus.append('tapw/1', '[{"type": "t", "data": {"k": "whoami"}}]') IS NOT NULL;
 BEGIN;
-SELECT plan(11);
+SELECT plan(12);
 
 SELECT is((SELECT count(*)::int FROM pg_proc
             WHERE pronamespace = 'svcbus'::regnamespace
@@ -39,6 +39,9 @@ SELECT lives_ok($$SELECT svcbus.create_view('tap_v', 'SELECT data->>''k'' AS k, 
                      ' GROUP BY data->>''k''')$$,
                 'an ordinary role creates a view whose query is full of quotes');
 SELECT lives_ok($$SELECT svcbus.rebuild('tap_v')$$, 'and rebuilds it');
+SELECT throws_ok($$SELECT svcbus.create_view('tap_v2', 'SELECT public.tap_whoami(''whoami'') AS k, count(*) AS n'
+                     ' FROM svcbus.event_log GROUP BY 1')$$, 'P0001', 'ran as tap_view_user',
+                 'a view''s expressions are planned as its owner when it is created, never as the extension''s owner');
 SELECT is((SELECT array_agg(k ORDER BY k) FROM tap_v), ARRAY['x''); DROP TABLE svcbus_internal.events; --'],
           'it holds the events of the streams its owner may read, and no others');
 RESET ROLE;
