@@ -60,8 +60,6 @@
 
 int         svcbus_view_batch = 10000;
 
-static OverrideSearchPath pinned = {.schemas = NIL, .addCatalog = true, .addTemp = false};
-
 static void
 refuse(const char *part, const char *hint)
 {
@@ -221,7 +219,7 @@ svcbus_view_create(const char *name, const char *query, SvcbusViewDef *def)
         require_immutable(q->jointree->quals, "WHERE");
 
     /* names in the delta and the state are qualified: deparse with only pg_catalog visible */
-    PushOverrideSearchPath(&pinned);
+    svcbus_enter_role(GetUserId(), &as);
     ctx = deparse_context_for("e", log_oid);
     state = psprintf("svcbus_view_state.%s", quote_identifier(name));
     rel = NameListToQuotedString(relname);
@@ -367,7 +365,7 @@ svcbus_view_create(const char *name, const char *query, SvcbusViewDef *def)
                      q->jointree->quals ? deparse_expression(q->jointree->quals, ctx, true, false) : "",
                      q->jointree->quals ? ")" : "",
                      groupby.data, cols.data, upd.data);
-    PopOverrideSearchPath();
+    svcbus_leave_owner(&as);
     if (nkeys == 0)
         init = psprintf("INSERT INTO %s (%s) VALUES (%s)", state, init_cols.data, init_vals.data);
 
@@ -379,7 +377,7 @@ svcbus_view_create(const char *name, const char *query, SvcbusViewDef *def)
      * function can still read what its owner may not.
      */
     initStringInfo(&coldefs);
-    PushOverrideSearchPath(&pinned);
+    svcbus_enter_role(GetUserId(), &as);
     SPI_connect();
     if (SPI_execute(psprintf("SELECT %s, count(*) AS n%s FROM svcbus.event_log e WHERE false%s",
                              keys_sel.data, part_sel.data, groupby.data),
@@ -395,7 +393,7 @@ svcbus_view_create(const char *name, const char *query, SvcbusViewDef *def)
             appendStringInfo(&coldefs, " COLLATE %s", generate_collation_name(att->attcollation));
     }
     SPI_finish();
-    PopOverrideSearchPath();
+    svcbus_leave_owner(&as);
 
     /* the state table: made by the extension owner, then handed to the caller */
     svcbus_enter_owner(&as);

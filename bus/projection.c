@@ -525,15 +525,10 @@ view_run(void *arg)
     ViewRun    *r = arg;
     Oid         types[2] = {INT8OID, INT8OID};
     Datum       v[2] = {Int64GetDatum(r->after), Int64GetDatum(r->before)};
-    Oid         save_uid;
-    int         save_sec;
-    OverrideSearchPath path = {.schemas = NIL, .addCatalog = true, .addTemp = false};
+    SvcbusAsOwner as;
     int         rc;
 
-    GetUserIdAndSecContext(&save_uid, &save_sec);
-    SetUserIdAndSecContext(r->p->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-                           SECURITY_RESTRICTED_OPERATION);
-    PushOverrideSearchPath(&path);
+    svcbus_enter_role(r->p->owner, &as);
     SPI_connect();
     PushActiveSnapshot(GetLatestSnapshot());
     rc = SPI_execute_snapshot(SPI_prepare(r->p->view_delta, 2, types), v, NULL,
@@ -542,8 +537,7 @@ view_run(void *arg)
     if (rc != SPI_OK_INSERT)
         elog(ERROR, "svcbus: maintaining view \"%s\" failed (%d)", r->p->name, rc);
     SPI_finish();
-    PopOverrideSearchPath();
-    SetUserIdAndSecContext(save_uid, save_sec);
+    svcbus_leave_owner(&as);
 }
 
 /* Events in (after, before) and the time of the last one; as owner, in SPI. */
@@ -601,46 +595,63 @@ save_checkpoint(const char *name, const SvcbusEventRow *last, int64 applied,
 }
 
 /*
- * One batch of view p after its checkpoint `position`: the positions of
- * (position, min(horizon, position + 1 + svcbus.view_batch)), merged in a
- * subtransaction; the checkpoint moves to the last of them in the same
- * transaction.  A failure (a cast that fails on some event's data, a
- * timeout) marks the view failed at the first position of the batch.
- * Returns the events read.
+ * Merge the positions of (after, before) into view p and move its
+ * checkpoint to before - 1, in the caller's transaction.  guarded (the
+ * projector): in a subtransaction under svcbus.projection_timeout, where a
+ * failure (a cast that fails on some event's data, the timeout) marks the
+ * view failed at the range's first position and returns -1; otherwise
+ * (rebuild) an error is the caller's.  Returns the events read.
  */
-static int
-view_step(const SvcbusProjection *p, int64 position)
+static int64
+view_merge(const SvcbusProjection *p, int64 after, int64 before, bool guarded)
 {
     SvcbusAsOwner as;
-    int64       before = Min(svcbus_event_read_horizon(), position + 1 + (int64) svcbus_view_batch);
     SvcbusEventRow last;
     bool        have_last;
     int64       n;
     char       *err = NULL;
     bool        ok = true;
 
-    if (before <= position + 1)
-        return 0;
     svcbus_enter_owner(&as);
     SPI_connect();
-    n = count_events(position, before, &last.appended_at, &have_last);
+    n = count_events(after, before, &last.appended_at, &have_last);
     SPI_finish();
     svcbus_leave_owner(&as);
     if (n > 0)
     {
-        ViewRun     r = {p, position, before};
+        ViewRun     r = {p, after, before};
 
-        ok = run_guarded(view_run, &r, true, &err);
+        if (guarded)
+            ok = run_guarded(view_run, &r, true, &err);
+        else
+            view_run(&r);
     }
     last.position = before - 1;
     if (!have_last)
         last.appended_at = DT_NOBEGIN;
     svcbus_enter_owner(&as);
     SPI_connect();
-    save_checkpoint(p->name, ok ? &last : NULL, ok ? n : 0, position + 1, err);
+    save_checkpoint(p->name, ok ? &last : NULL, ok ? n : 0, after + 1, err);
     SPI_finish();
     svcbus_leave_owner(&as);
-    return ok ? (int) n : 0;
+    return ok ? n : -1;
+}
+
+/*
+ * One batch of view p after its checkpoint `position`: the positions of
+ * (position, min(horizon, position + 1 + svcbus.view_batch)).  Returns the
+ * events read.
+ */
+static int
+view_step(const SvcbusProjection *p, int64 position)
+{
+    int64       before = Min(svcbus_event_read_horizon(), position + 1 + (int64) svcbus_view_batch);
+    int64       n;
+
+    if (before <= position + 1)
+        return 0;
+    n = view_merge(p, position, before, true);
+    return n < 0 ? 0 : (int) n;
 }
 
 /*
@@ -833,31 +844,23 @@ replay_rows(const SvcbusProjection *p, MemoryContext caller)
 static void
 view_exec(const SvcbusProjection *p, const char *sql)
 {
-    Oid         save_uid;
-    int         save_sec;
-    OverrideSearchPath path = {.schemas = NIL, .addCatalog = true, .addTemp = false};
+    SvcbusAsOwner as;
 
-    GetUserIdAndSecContext(&save_uid, &save_sec);
-    SetUserIdAndSecContext(p->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-                           SECURITY_RESTRICTED_OPERATION);
-    PushOverrideSearchPath(&path);
+    svcbus_enter_role(p->owner, &as);
     SPI_connect();
     if (SPI_execute(sql, false, 0) < 0)
         elog(ERROR, "svcbus: rebuilding view \"%s\" failed", p->name);
     SPI_finish();
-    PopOverrideSearchPath();
-    SetUserIdAndSecContext(save_uid, save_sec);
+    svcbus_leave_owner(&as);
 }
 
 /* Empty view p's state and merge every event below the horizon into it. */
 static int64
 view_rebuild(const SvcbusProjection *p)
 {
-    SvcbusAsOwner as;
     int64       horizon = svcbus_event_read_horizon();
     int64       position = 0;
     int64       total = 0;
-    SvcbusEventRow last;
 
     if (p->view_state == NULL)
         ereport(ERROR,
@@ -869,27 +872,10 @@ view_rebuild(const SvcbusProjection *p)
         view_exec(p, p->view_init);
     while (position + 1 < horizon)
     {
-        ViewRun     r = {p, position, Min(horizon, position + 1 + (int64) svcbus_view_batch)};
-        bool        have_last;
-        int64       n;
+        int64       before = Min(horizon, position + 1 + (int64) svcbus_view_batch);
 
-        svcbus_enter_owner(&as);
-        SPI_connect();
-        n = count_events(r.after, r.before, &last.appended_at, &have_last);
-        SPI_finish();
-        svcbus_leave_owner(&as);
-        if (n > 0)
-            view_run(&r);
-        total += n;
-        position = r.before - 1;
-        if (!have_last)
-            last.appended_at = DT_NOBEGIN;
-        last.position = position;
-        svcbus_enter_owner(&as);
-        SPI_connect();
-        save_checkpoint(p->name, &last, 0, 0, NULL);
-        SPI_finish();
-        svcbus_leave_owner(&as);
+        total += view_merge(p, position, before, false);
+        position = before - 1;
     }
     return total;
 }

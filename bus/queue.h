@@ -252,6 +252,7 @@ typedef struct SvcbusAsOwner
 } SvcbusAsOwner;
 extern Oid  svcbus_extension_owner(void);
 extern void svcbus_enter_owner(SvcbusAsOwner *s);
+extern void svcbus_enter_role(Oid role, SvcbusAsOwner *s);
 extern void svcbus_leave_owner(SvcbusAsOwner *s);
 extern void svcbus_store_create_segments(int32 queue_id);
 extern void svcbus_store_drop_segments(int32 queue_id);

@@ -133,8 +133,18 @@ svcbus_extension_owner(void)
 void
 svcbus_enter_owner(SvcbusAsOwner *s)
 {
+    svcbus_enter_role(svcbus_extension_owner(), s);
+}
+
+/*
+ * The same for any role: run as `role` with search_path pg_catalog alone
+ * (a view's maintenance runs as the view's owner so); undo with
+ * svcbus_leave_owner.
+ */
+void
+svcbus_enter_role(Oid role, SvcbusAsOwner *s)
+{
     static OverrideSearchPath *pinned = NULL;
-    Oid         owner = svcbus_extension_owner();
 
     if (pinned == NULL)
     {
@@ -144,7 +154,7 @@ svcbus_enter_owner(SvcbusAsOwner *s)
         pinned->addTemp = false;
     }
     GetUserIdAndSecContext(&s->save_userid, &s->save_sec);
-    SetUserIdAndSecContext(owner, s->save_sec | SECURITY_LOCAL_USERID_CHANGE |
+    SetUserIdAndSecContext(role, s->save_sec | SECURITY_LOCAL_USERID_CHANGE |
                            SECURITY_RESTRICTED_OPERATION);
     PushOverrideSearchPath(pinned);
 }

@@ -80,6 +80,19 @@ projection_owner(const char *name, bool missing_ok, bool *found)
     return DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/* 42710 if a projection or view is called name.  Inside SPI as the extension owner. */
+static void
+require_new_name(const char *name)
+{
+    bool        found;
+
+    (void) projection_owner(name, true, &found);
+    if (found)
+        ereport(ERROR,
+                (errcode(ERRCODE_DUPLICATE_OBJECT),
+                 errmsg("projection \"%s\" already exists", name)));
+}
+
 static void
 require_owner(const char *name, Oid owner, Oid user)
 {
@@ -133,7 +146,6 @@ insert_projection(const char *name, Oid handler, bool per_batch, const char *mod
     Oid         argt[8] = {TEXTOID, OIDOID, BOOLOID, TEXTOID, TEXTARRAYOID, TEXTOID, OIDARRAYOID, OIDOID};
     Datum       v[8];
     char        nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-    bool        found;
 
     v[0] = CStringGetTextDatum(name);
     v[1] = ObjectIdGetDatum(handler);
@@ -149,11 +161,7 @@ insert_projection(const char *name, Oid handler, bool per_batch, const char *mod
     v[7] = ObjectIdGetDatum(GetUserId());
     svcbus_enter_owner(&as);
     SPI_connect();
-    (void) projection_owner(name, true, &found);
-    if (found)
-        ereport(ERROR,
-                (errcode(ERRCODE_DUPLICATE_OBJECT),
-                 errmsg("projection \"%s\" already exists", name)));
+    require_new_name(name);
     if (SPI_execute_with_args("INSERT INTO svcbus_internal.projections"
                               " (name, handler, per_batch, mode, types, topic, read_model, owner)"
                               " VALUES ($1, $2, $3, $4, $5, $6, $7::oid[]::regclass[], $8)",
@@ -233,7 +241,6 @@ svcbus_create_view(PG_FUNCTION_ARGS)
     char       *query = svcbus_text_arg(fcinfo, 1, "query");
     SvcbusAsOwner as;
     SvcbusViewDef def;
-    bool        found;
     Oid         argt[7] = {TEXTOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, OIDOID};
     Datum       v[7];
     char        nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
@@ -242,11 +249,7 @@ svcbus_create_view(PG_FUNCTION_ARGS)
     validate_name(name, "view");
     svcbus_enter_owner(&as);
     SPI_connect();
-    (void) projection_owner(name, true, &found);
-    if (found)
-        ereport(ERROR,
-                (errcode(ERRCODE_DUPLICATE_OBJECT),
-                 errmsg("projection \"%s\" already exists", name)));
+    require_new_name(name);
     SPI_finish();
     svcbus_leave_owner(&as);
 

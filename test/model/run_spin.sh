@@ -55,6 +55,17 @@ run() {
     VIOL=$(grep -m1 'assertion violated' "$d/out.txt" | sed 's/^pan:[0-9]*: //')
 }
 
+# caught WHAT: after a search that must find a violation, its ok line, or
+# a not ok line and status 1 when it found none.
+caught() {
+    if [ "${ERRS:-0}" != 0 ] && [ -n "$ERRS" ]; then
+        echo "ok - spin: $1 is caught: $VIOL"
+        return 0
+    fi
+    echo "not ok - spin: $1 gives a counterexample (errors: ${ERRS:-none reported}, ${STATES:-?} states)"
+    return 1
+}
+
 # exhaust NAME SECONDS [spin -D options]: a full search (every state stored,
 # compressed; no depth bound reached); sets ERRS, STATES, DONE (1 if the
 # search completed within SECONDS and memory).
@@ -94,20 +105,10 @@ exhaustive_lane() {
         xfail=1
     fi
     exhaust exhaustive_minority 120 -DS=1 -DE=1 -DLOST=0 -DTRUNC=0 -DQUORUM=1
-    if [ "${ERRS:-0}" != 0 ] && [ -n "$ERRS" ]; then
-        echo "ok - spin: in the same exhaustive configuration a minority quorum (QUORUM=1) is caught: $VIOL"
-    else
-        echo "not ok - spin: in the exhaustive configuration a minority quorum gives a counterexample (errors: ${ERRS:-none reported})"
-        xfail=1
-    fi
+    caught "in the same exhaustive configuration a minority quorum (QUORUM=1)" || xfail=1
     # the slowest mutation to catch (about 150 s) shares this lane too
     run rec_read 300 22 -DE=1 -DMUT_REC_READ
-    if [ "${ERRS:-0}" != 0 ] && [ -n "$ERRS" ]; then
-        echo "ok - spin: mutation -DMUT_REC_READ is caught: $VIOL"
-    else
-        echo "not ok - spin: mutation -DMUT_REC_READ gives a counterexample (errors: ${ERRS:-none reported}, ${STATES:-?} states)"
-        xfail=1
-    fi
+    caught "mutation -DMUT_REC_READ" || xfail=1
     echo $xfail > "$WORK/exhaustive.rc"
 }
 mkdir -p "$WORK"
@@ -125,12 +126,7 @@ else
 fi
 
 run minority "$MBUDGET" 150 -DQUORUM=1
-if [ "${ERRS:-0}" != 0 ] && [ -n "$ERRS" ]; then
-    echo "ok - spin: a minority quorum (QUORUM=1) is caught: $VIOL"
-else
-    echo "not ok - spin: a minority quorum (QUORUM=1) gives a counterexample (errors: ${ERRS:-none reported})"
-    fail=1
-fi
+caught "a minority quorum (QUORUM=1)" || fail=1
 
 run lost_state "$BUDGET" 22 -DE=1
 if [ "$ERRS" = 0 ]; then
@@ -142,12 +138,7 @@ else
 fi
 
 run rec_none 300 20 -DE=1 -DMUT_REC_NONE
-if [ "${ERRS:-0}" != 0 ] && [ -n "$ERRS" ]; then
-    echo "ok - spin: mutation -DMUT_REC_NONE is caught: $VIOL"
-else
-    echo "not ok - spin: mutation -DMUT_REC_NONE gives a counterexample (errors: ${ERRS:-none reported}, ${STATES:-?} states)"
-    fail=1
-fi
+caught "mutation -DMUT_REC_NONE" || fail=1
 
 # Snapshots and log truncation (no lost state, one election per proposer):
 # the model as shipped must hold; a prepare promised without the truncated
@@ -161,12 +152,7 @@ else
     fail=1
 fi
 run trunc_promise 300 24 -DE=1 -DLOST=0 -DMUT_TRUNC_PROMISE
-if [ "${ERRS:-0}" != 0 ] && [ -n "$ERRS" ]; then
-    echo "ok - spin: mutation -DMUT_TRUNC_PROMISE (a promise without the truncated values) is caught: $VIOL"
-else
-    echo "not ok - spin: mutation -DMUT_TRUNC_PROMISE gives a counterexample (errors: ${ERRS:-none reported}, ${STATES:-?} states)"
-    fail=1
-fi
+caught "mutation -DMUT_TRUNC_PROMISE (a promise without the truncated values)" || fail=1
 
 if [ "$MODE" = long ]; then
     # Lost state and truncation too, one slot: hash compaction (4 bytes a
