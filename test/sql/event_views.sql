@@ -79,6 +79,13 @@ SELECT wait_view('amount_ints');
 SELECT svcbus.drop_view('amount_ints');
 SELECT count(*) FROM pg_class WHERE relname = 'amount_ints';
 
+-- A view whose state table was dropped cannot be rebuilt; drop_view still works.
+SELECT svcbus.create_view('orphan', 'SELECT count(*) AS n FROM svcbus.event_log');
+DROP TABLE svcbus_view_state.orphan CASCADE;
+SELECT svcbus.rebuild('orphan');
+\echo :LAST_ERROR_SQLSTATE
+SELECT svcbus.drop_view('orphan');
+
 -- Queries that cannot be maintained incrementally, each refused by name.
 SELECT svcbus.create_view('v_bad', 'SELECT stream FROM svcbus.event_log');
 \echo :LAST_ERROR_SQLSTATE
