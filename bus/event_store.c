@@ -350,6 +350,7 @@ current_version(const char *stream)
     Datum       arg = CStringGetTextDatum(stream);
     int64       v;
 
+    svcbus_event_segments_sync();
     PushActiveSnapshot(GetLatestSnapshot());
     /* stream_meta only matters once some stream was truncated, deleted or limited */
     v = single_int8(pg_atomic_read_u32(&svcbus_event_shared()->meta_used) ? PLAN_VERSION_META : PLAN_VERSION,
@@ -404,6 +405,7 @@ svcbus_event_append(const char *stream, SvcbusEventIn *evs, int n,
     }
 
     svcbus_event_reserve(n, &first);
+    svcbus_event_segments_wait(first + n);
     values[1] = CStringGetTextDatum(stream);
     values[6] = TimestampTzGetDatum(now);
     for (int i = 0; i < n; i++)
@@ -585,9 +587,10 @@ svcbus_event_scavenge(int limit)
     v[0] = Int64GetDatum(safe);
     v[1] = Int32GetDatum(limit);
     /* stream by stream through the (stream, version) index, never a scan of the log */
-    if (SPI_execute_with_args("DELETE FROM svcbus_internal.events WHERE ctid = ANY (ARRAY("
-                              " SELECT e.ctid FROM svcbus_internal.stream_meta m,"
-                              " LATERAL (SELECT e1.ctid, e1.position FROM svcbus_internal.events e1"
+    /* by position: a ctid is only unique within one segment */
+    if (SPI_execute_with_args("DELETE FROM svcbus_internal.events WHERE position = ANY (ARRAY("
+                              " SELECT e.position FROM svcbus_internal.stream_meta m,"
+                              " LATERAL (SELECT e1.position FROM svcbus_internal.events e1"
                               "          WHERE e1.stream = m.stream AND e1.version < m.truncate_before"
                               "          ORDER BY e1.version LIMIT $2) e"
                               " WHERE m.truncate_before > 1 AND e.position <= $1"
@@ -595,6 +598,7 @@ svcbus_event_scavenge(int limit)
                               2, t, v, NULL, false, 0) != SPI_OK_DELETE)
         elog(ERROR, "svcbus: removing truncated events failed");
     removed = (int64) SPI_processed;
+    (void) svcbus_event_segments_settle(safe);
     SPI_finish();
     svcbus_leave_owner(&as);
     return removed;
@@ -628,6 +632,7 @@ svcbus_event_read_stream(const char *stream, int64 from_version, int32 max,
     args[0] = CStringGetTextDatum(stream);
     args[1] = Int64GetDatum(from_version);
     args[2] = Int32GetDatum(max);
+    svcbus_event_segments_sync();
     svcbus_enter_owner(&as);
     SPI_connect();
     rc = SPI_execute_plan(get_plan(PLAN_READ_STREAM), args, NULL, true, 0);
@@ -673,6 +678,7 @@ svcbus_event_read_all(int64 from_position, int32 max, ArrayType *types,
     SPI_connect();
     ensure_loaded();
     h = svcbus_event_horizon();
+    svcbus_event_segments_sync();   /* every segment below h is attached: see its rows */
     args[0] = Int64GetDatum(from_position);
     args[1] = Int64GetDatum(h);
     args[2] = types ? PointerGetDatum(types) : (Datum) 0;

@@ -896,6 +896,7 @@ svcbus_projection_rebuild(const char *name)
     Datum       arg = CStringGetTextDatum(name);
     MemoryContext caller = CurrentMemoryContext;
 
+    svcbus_event_segments_sync();
     /* one rebuild at a time; then wait for the projector's batch, if any */
     projection_locktag(&tag, name);
     tag.locktag_field4 = REBUILD_LOCK_KIND;
