@@ -56,6 +56,7 @@ typedef struct SvcbusEventShared
     Oid         seg_rel;        /* svcbus_internal.events that seg_hi is of */
     int64       seg_hi;         /* positions below it have a segment: published
                                  * by the projector after its commit */
+    uint64      seg_generation; /* bumped when segments are published or dropped */
     SvcbusHorizon horizon;      /* over positions */
     SvcbusHorizonSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } SvcbusEventShared;
@@ -115,5 +116,8 @@ extern int64 svcbus_event_segments_extend(bool install, Oid *log);
 extern bool svcbus_event_segments_short(void);
 extern void svcbus_event_segments_publish(int64 hi, Oid log);
 extern int  svcbus_event_segments_settle(int64 safe);
+extern void svcbus_event_segments_lock(void);
+extern int64 svcbus_event_segments_version(const char *stream);
+extern struct _SPI_plan *svcbus_event_segments_insert_plan(int64 pos, bool many, int64 *room);
 
 #endif                          /* SVCBUS_EVENT_H */

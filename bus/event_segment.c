@@ -40,8 +40,10 @@
 #include "pgstat.h"
 #include "storage/condition_variable.h"
 #include "storage/lmgr.h"
+#include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -239,6 +241,7 @@ svcbus_event_segments_publish(int64 hi, Oid rel)
         es->seg_rel = rel;
         es->seg_hi = hi;
     }
+    es->seg_generation++;
     SpinLockRelease(&es->seg_mutex);
     ConditionVariableBroadcast(&es->cv);
 }
@@ -321,5 +324,245 @@ svcbus_event_segments_settle(int64 safe)
             elog(ERROR, "svcbus: removing event log segment %d failed", segs[i]);
         pfree(sql);
     }
+    if (dropped > 0)
+    {
+        /*
+         * Before commit, holding the log: an append locks the log first
+         * (svcbus_event_segments_lock), so it sees the new generation and
+         * forgets the dropped tables before it could touch them.
+         */
+        SvcbusEventShared *es = svcbus_event_shared();
+
+        SpinLockAcquire(&es->seg_mutex);
+        es->seg_generation++;
+        SpinLockRelease(&es->seg_mutex);
+    }
     return dropped;
+}
+
+/* ---------------------------------------------------------------------
+ * This backend's list of segments, for appends
+ *
+ * An append goes to its segment's table directly and looks a stream's
+ * version up segment by segment, newest first, stopping at the first
+ * that has the stream: through the partitioned parent every execution
+ * would lock and open every segment (a generic plan in PostgreSQL 15), and
+ * route each row.  The list is reloaded when the generation in shared
+ * memory moves (segments created or dropped) or a position is past it.
+ * ------------------------------------------------------------------- */
+
+typedef struct LocalSegment
+{
+    int         seg;
+    int64       lo;
+    int64       hi;
+    SPIPlanPtr  insert;         /* INSERT INTO events_<seg>, prepared on first use */
+    SPIPlanPtr  insert_many;    /* the same from arrays, for an append of several */
+    SPIPlanPtr  version;        /* max(version) of a stream in events_<seg> */
+} LocalSegment;
+
+static LocalSegment *local = NULL;
+static int  n_local = 0;
+static Oid  local_db = InvalidOid;
+static Oid  local_rel = InvalidOid;
+static uint64 local_generation = 0;
+
+static uint64
+shared_generation(void)
+{
+    SvcbusEventShared *es = svcbus_event_shared();
+    uint64      g;
+
+    SpinLockAcquire(&es->seg_mutex);
+    g = es->seg_generation;
+    SpinLockRelease(&es->seg_mutex);
+    return g;
+}
+
+static void
+free_plans(LocalSegment *l)
+{
+    if (l->insert)
+        SPI_freeplan(l->insert);
+    if (l->insert_many)
+        SPI_freeplan(l->insert_many);
+    if (l->version)
+        SPI_freeplan(l->version);
+    l->insert = l->insert_many = l->version = NULL;
+}
+
+/* Reload the list from the catalog (latest snapshot).  Inside SPI. */
+static void
+reload(Oid rel, uint64 generation)
+{
+    LocalSegment *old = local;
+    int         n_old = n_local;
+    LocalSegment *nl;
+    int         rc;
+
+    PushActiveSnapshot(GetLatestSnapshot());
+    rc = SPI_execute_snapshot(SPI_prepare("SELECT seg, lo, hi FROM svcbus_internal.event_segments"
+                                          " ORDER BY seg DESC", 0, NULL),
+                              NULL, NULL, GetActiveSnapshot(), InvalidSnapshot, true, false, 0);
+    PopActiveSnapshot();
+    if (rc != SPI_OK_SELECT)
+        elog(ERROR, "svcbus: reading the event log's segments failed (%d)", rc);
+    nl = MemoryContextAllocZero(TopMemoryContext, sizeof(LocalSegment) * (SPI_processed + 1));
+    for (uint64 i = 0; i < SPI_processed; i++)
+    {
+        HeapTuple   tup = SPI_tuptable->vals[i];
+        TupleDesc   td = SPI_tuptable->tupdesc;
+        bool        isnull;
+
+        nl[i].seg = DatumGetInt32(SPI_getbinval(tup, td, 1, &isnull));
+        nl[i].lo = DatumGetInt64(SPI_getbinval(tup, td, 2, &isnull));
+        nl[i].hi = DatumGetInt64(SPI_getbinval(tup, td, 3, &isnull));
+        /* keep the plans of a segment still there, if the log is the same */
+        for (int j = 0; j < n_old && rel == local_rel && MyDatabaseId == local_db; j++)
+            if (old[j].seg == nl[i].seg)
+            {
+                nl[i].insert = old[j].insert;
+                nl[i].insert_many = old[j].insert_many;
+                nl[i].version = old[j].version;
+                old[j].insert = old[j].insert_many = old[j].version = NULL;
+            }
+    }
+    for (int j = 0; j < n_old; j++)
+        free_plans(&old[j]);
+    if (old)
+        pfree(old);
+    local = nl;
+    n_local = (int) SPI_processed;
+    local_db = MyDatabaseId;
+    local_rel = rel;
+    local_generation = generation;
+}
+
+/*
+ * Lock the log (ACCESS SHARE: the scavenger drops a segment only with the
+ * log locked ACCESS EXCLUSIVE, so none goes away under this transaction
+ * from here on; an insert into a segment's table does not lock the log by
+ * itself) and bring the list up to date.  Inside SPI, as
+ * owner.
+ */
+void
+svcbus_event_segments_lock(void)
+{
+    Oid         rel = events_rel();
+    uint64      g;
+
+    if (!OidIsValid(rel))
+        elog(ERROR, "svcbus: the event log does not exist");
+    LockRelationOid(rel, AccessShareLock);
+    g = shared_generation();
+    if (local == NULL || rel != local_rel || MyDatabaseId != local_db || g != local_generation)
+        reload(rel, g);
+}
+
+static SPIPlanPtr
+prepare_kept(const char *sql, int nargs, Oid *types)
+{
+    SPIPlanPtr  p = SPI_prepare(sql, nargs, types);
+
+    if (p == NULL)
+        elog(ERROR, "svcbus: SPI_prepare failed (%d): %s", SPI_result, sql);
+    SPI_keepplan(p);
+    return p;
+}
+
+/*
+ * The stream's highest version in the log, 0 if none: segment by segment,
+ * newest first, from the one holding the last position handed out; the
+ * first segment with the stream has its highest version (versions grow
+ * with positions).  Latest snapshot.  After svcbus_event_segments_lock().
+ */
+int64
+svcbus_event_segments_version(const char *stream)
+{
+    Datum       arg = CStringGetTextDatum(stream);
+    Oid         t = TEXTOID;
+    int64       next = svcbus_event_next_position();
+
+    /*
+     * Positions past the list were handed out: their segment exists, maybe
+     * not yet published (an append found it in the catalog), and may hold
+     * the stream's newest events.
+     */
+    if (n_local == 0 || local[0].hi < next)
+        reload(local_rel, shared_generation());
+    for (int i = 0; i < n_local; i++)
+    {
+        LocalSegment *l = &local[i];
+        bool        isnull;
+        Datum       d;
+        int         rc;
+
+        if (l->lo >= next)
+            continue;           /* ahead of every position: empty */
+        if (l->version == NULL)
+        {
+            char       *sql = psprintf("SELECT max(version) FROM svcbus_internal.events_%d WHERE stream = $1",
+                                       l->seg);
+
+            l->version = prepare_kept(sql, 1, &t);
+            pfree(sql);
+        }
+        PushActiveSnapshot(GetLatestSnapshot());
+        rc = SPI_execute_snapshot(l->version, &arg, NULL, GetActiveSnapshot(), InvalidSnapshot,
+                                  true, false, 1);
+        PopActiveSnapshot();
+        if (rc != SPI_OK_SELECT || SPI_processed != 1)
+            elog(ERROR, "svcbus: reading a stream's version failed (%d)", rc);
+        d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+        if (!isnull)
+            return DatumGetInt64(d);
+    }
+    return 0;
+}
+
+/*
+ * The INSERT of events at positions pos .. into pos's segment; *room: how
+ * many positions from pos the segment holds.  many = false: one event,
+ * parameters (position, stream, version, type, data, metadata,
+ * appended_at); many = true: (positions int8[], stream, versions int8[],
+ * types text[], data jsonb[], metadata jsonb[], appended_at).  After
+ * svcbus_event_segments_wait() for pos.
+ */
+SPIPlanPtr
+svcbus_event_segments_insert_plan(int64 pos, bool many, int64 *room)
+{
+    for (int pass = 0; pass < 2; pass++)
+    {
+        for (int i = 0; i < n_local; i++)
+        {
+            LocalSegment *l = &local[i];
+            SPIPlanPtr *plan = many ? &l->insert_many : &l->insert;
+
+            if (pos < l->lo || pos >= l->hi)
+                continue;
+            if (*plan == NULL)
+            {
+                Oid         t1[7] = {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID};
+                Oid         tn[7] = {INT8ARRAYOID, TEXTOID, INT8ARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
+                                     JSONBARRAYOID, TIMESTAMPTZOID};
+                char       *sql = many ?
+                    psprintf("INSERT INTO svcbus_internal.events_%d"
+                             " (position, stream, version, type, data, metadata, appended_at)"
+                             " SELECT u.p, $2, u.v, u.t, u.d, u.m, $7"
+                             " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($3), pg_catalog.unnest($4),"
+                             " pg_catalog.unnest($5), pg_catalog.unnest($6)) AS u(p, v, t, d, m)", l->seg) :
+                    psprintf("INSERT INTO svcbus_internal.events_%d"
+                             " (position, stream, version, type, data, metadata, appended_at)"
+                             " VALUES ($1, $2, $3, $4, $5, $6, $7)", l->seg);
+
+                *plan = prepare_kept(sql, 7, many ? tn : t1);
+                pfree(sql);
+            }
+            *room = l->hi - pos;
+            return *plan;
+        }
+        reload(local_rel, shared_generation());
+    }
+    elog(ERROR, "svcbus: no event log segment holds position " INT64_FORMAT, pos);
+    return NULL;                /* keep the compiler quiet */
 }

@@ -76,6 +76,7 @@ svcbus_event_shmem_init(void)
         event_shared->seg_db = InvalidOid;
         event_shared->seg_rel = InvalidOid;
         event_shared->seg_hi = 0;
+        event_shared->seg_generation = 0;
         svcbus_horizon_init(&event_shared->horizon, event_shared->slots,
                             event_nslots(), 1);
     }

@@ -23,6 +23,7 @@
 #include "storage/lmgr.h"
 #include "storage/lock.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -72,9 +73,7 @@ svcbus_event_validate_stream(const char *stream)
 enum
 {
     PLAN_MAX_POSITION,
-    PLAN_VERSION,
-    PLAN_VERSION_META,
-    PLAN_INSERT,
+    PLAN_META_BEFORE,
     PLAN_READ_STREAM,
     PLAN_READ_ALL,
     PLAN_GRANTS,
@@ -88,11 +87,7 @@ get_plan(int which)
 {
     static const char *const sql[NPLANS] = {
         "SELECT coalesce(max(position), 0) FROM svcbus_internal.events",
-        "SELECT coalesce(max(version), 0) FROM svcbus_internal.events WHERE stream = $1",
-        "SELECT greatest(coalesce((SELECT max(version) FROM svcbus_internal.events WHERE stream = $1), 0),"
-        " (SELECT truncate_before - 1 FROM svcbus_internal.stream_meta WHERE stream = $1))",
-        "INSERT INTO svcbus_internal.events (position, stream, version, type, data, metadata, appended_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "SELECT coalesce((SELECT truncate_before - 1 FROM svcbus_internal.stream_meta WHERE stream = $1), 0)",
         "SELECT version, position, type, data, metadata, appended_at FROM svcbus_internal.events"
         " WHERE stream = $1 AND version >= greatest($2, (SELECT truncate_before FROM svcbus_internal.stream_meta"
         " WHERE stream = $1)) ORDER BY version LIMIT $3",
@@ -101,12 +96,10 @@ get_plan(int which)
         " AND starts_with(stream, $4) ORDER BY position LIMIT $5",
         "SELECT prefix, grantee, privilege FROM svcbus_internal.stream_grants",
     };
-    static const int nargs[NPLANS] = {0, 1, 1, 7, 3, 5, 0};
-    static const Oid types[NPLANS][7] = {
+    static const int nargs[NPLANS] = {0, 1, 3, 5, 0};
+    static const Oid types[NPLANS][5] = {
         {0},
         {TEXTOID},
-        {TEXTOID},
-        {INT8OID, TEXTOID, INT8OID, TEXTOID, JSONBOID, JSONBOID, TIMESTAMPTZOID},
         {TEXTOID, INT8OID, INT4OID},
         {INT8OID, INT8OID, TEXTARRAYOID, TEXTOID, INT4OID},
         {0},
@@ -351,11 +344,18 @@ current_version(const char *stream)
     int64       v;
 
     svcbus_event_segments_sync();
-    PushActiveSnapshot(GetLatestSnapshot());
+    svcbus_event_segments_lock();
+    v = svcbus_event_segments_version(stream);
     /* stream_meta only matters once some stream was truncated, deleted or limited */
-    v = single_int8(pg_atomic_read_u32(&svcbus_event_shared()->meta_used) ? PLAN_VERSION_META : PLAN_VERSION,
-                    &arg, GetActiveSnapshot());
-    PopActiveSnapshot();
+    if (pg_atomic_read_u32(&svcbus_event_shared()->meta_used))
+    {
+        int64       before;
+
+        PushActiveSnapshot(GetLatestSnapshot());
+        before = single_int8(PLAN_META_BEFORE, &arg, GetActiveSnapshot());
+        PopActiveSnapshot();
+        v = Max(v, before);
+    }
     return v;
 }
 
@@ -409,18 +409,49 @@ svcbus_event_append(const char *stream, SvcbusEventIn *evs, int n,
     values[1] = CStringGetTextDatum(stream);
     values[6] = TimestampTzGetDatum(now);
     for (int i = 0; i < n; i++)
+        positions[i] = first + i;
+    /* one statement per segment the positions fall in (usually one) */
+    for (int i = 0; i < n;)
     {
+        int64       room;
+        SPIPlanPtr  plan = svcbus_event_segments_insert_plan(first + i, n > 1, &room);
+        int         k = (int) Min((int64) (n - i), room);
         int         rc;
 
-        values[0] = Int64GetDatum(first + i);
-        values[2] = Int64GetDatum(version + 1 + i);
-        values[3] = CStringGetTextDatum(evs[i].type);
-        values[4] = JsonbPGetDatum(evs[i].data);
-        values[5] = JsonbPGetDatum(evs[i].metadata);
-        rc = SPI_execute_plan(get_plan(PLAN_INSERT), values, NULL, false, 0);
-        if (rc != SPI_OK_INSERT)
+        if (n == 1)
+        {
+            values[0] = Int64GetDatum(first);
+            values[2] = Int64GetDatum(version + 1);
+            values[3] = CStringGetTextDatum(evs[0].type);
+            values[4] = JsonbPGetDatum(evs[0].data);
+            values[5] = JsonbPGetDatum(evs[0].metadata);
+        }
+        else
+        {
+            Datum      *pos = palloc(sizeof(Datum) * k);
+            Datum      *ver = palloc(sizeof(Datum) * k);
+            Datum      *typ = palloc(sizeof(Datum) * k);
+            Datum      *dat = palloc(sizeof(Datum) * k);
+            Datum      *met = palloc(sizeof(Datum) * k);
+
+            for (int j = 0; j < k; j++)
+            {
+                pos[j] = Int64GetDatum(first + i + j);
+                ver[j] = Int64GetDatum(version + 1 + i + j);
+                typ[j] = CStringGetTextDatum(evs[i + j].type);
+                dat[j] = JsonbPGetDatum(evs[i + j].data);
+                met[j] = JsonbPGetDatum(evs[i + j].metadata);
+            }
+            values[0] = PointerGetDatum(construct_array(pos, k, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+            values[2] = PointerGetDatum(construct_array(ver, k, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+            values[3] = PointerGetDatum(construct_array(typ, k, TEXTOID, -1, false, TYPALIGN_INT));
+            values[4] = PointerGetDatum(construct_array(dat, k, JSONBOID, -1, false, TYPALIGN_INT));
+            values[5] = PointerGetDatum(construct_array(met, k, JSONBOID, -1, false, TYPALIGN_INT));
+        }
+        rc = SPI_execute_plan(plan, values, NULL, false, 0);
+        if (rc != SPI_OK_INSERT || SPI_processed != (uint64) k)
             elog(ERROR, "svcbus: event insert failed (%d)", rc);
-        positions[i] = first + i;
+        i += k;
     }
     SPI_finish();
     svcbus_leave_owner(&as);
@@ -539,6 +570,27 @@ svcbus_event_set_limits(const char *stream, int64 max_count, Interval *max_age)
     svcbus_leave_owner(&as);
 }
 
+static void
+settle_run(void *arg)
+{
+    (void) svcbus_event_segments_settle(*(int64 *) arg);
+}
+
+/*
+ * Remove emptied segments in a subtransaction: a failure there is a
+ * warning, retried next pass, and does not stop the projector (whose
+ * projections would wait out its restart back-off).
+ */
+static void
+settle_guarded(int64 safe)
+{
+    char       *err;
+
+    if (!svcbus_run_guarded(settle_run, &safe, false, &err))
+        ereport(WARNING,
+                (errmsg("svcbus: removing emptied event log segments failed: %s", err)));
+}
+
 /*
  * One scavenging pass (projector, its own transaction): apply the streams'
  * count and age limits to their truncate_before, then remove up to `limit`
@@ -598,7 +650,7 @@ svcbus_event_scavenge(int limit)
                               2, t, v, NULL, false, 0) != SPI_OK_DELETE)
         elog(ERROR, "svcbus: removing truncated events failed");
     removed = (int64) SPI_processed;
-    (void) svcbus_event_segments_settle(safe);
+    settle_guarded(safe);
     SPI_finish();
     svcbus_leave_owner(&as);
     return removed;

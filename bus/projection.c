@@ -429,8 +429,8 @@ fetch_rows(const SvcbusProjection *p, int64 after, int max, int *n, int64 *horiz
  * (kept); false if it raised (everything rolled back), with the error's
  * message in *err.
  */
-static bool
-run_guarded(void (*fn) (void *), void *arg, bool timeout, char **err)
+bool
+svcbus_run_guarded(void (*fn) (void *), void *arg, bool timeout, char **err)
 {
     MemoryContext cxt = CurrentMemoryContext;
     ResourceOwner owner = CurrentResourceOwner;
@@ -497,7 +497,7 @@ try_rows(const SvcbusProjection *p, const SvcbusEventRow *rows, int n, bool time
 {
     RowsRun     r = {p, rows, n, 0};
 
-    if (run_guarded(rows_run, &r, timeout, err))
+    if (svcbus_run_guarded(rows_run, &r, timeout, err))
         return -1;
     return p->per_batch ? 0 : r.done;
 }
@@ -622,7 +622,7 @@ view_merge(const SvcbusProjection *p, int64 after, int64 before, bool guarded)
         ViewRun     r = {p, after, before};
 
         if (guarded)
-            ok = run_guarded(view_run, &r, true, &err);
+            ok = svcbus_run_guarded(view_run, &r, true, &err);
         else
             view_run(&r);
     }
