@@ -53,7 +53,6 @@ OBJS = \
 	bus/registry_sm_read.o \
 	bus/event_shmem.o \
 	bus/event_store.o \
-	bus/event_segment.o \
 	bus/projection.o \
 	bus/event_view.o \
 	bus/event_fold.o

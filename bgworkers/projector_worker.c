@@ -12,9 +12,7 @@
  * timeout (svcbus.maintenance_naptime) is a safety net, not the wake-up.
  * At most once a naptime it also scavenges: applies the streams' count
  * and age limits and removes truncated events that every async projection
- * and view has passed (bus/event_store.c), and removes the log's segments
- * that are left empty.  Before all that it keeps the log's segments ahead
- * of the position counter (bus/event_segment.c).
+ * and view has passed (bus/event_store.c).
  * An ERROR ends the process; the launcher restarts it and it carries on
  * from the committed checkpoints.
  */
@@ -85,21 +83,6 @@ projector_pass(MemoryContext cxt, char *detail, size_t len)
                  svcbus_database);
         return 0;
     }
-    /* segments of the log ahead of the position counter (bus/event_segment.c) */
-    begin_xact("svcbus projector");
-    (void) svcbus_event_read_horizon();     /* loads the counter after a start */
-    if (svcbus_event_segments_short())
-    {
-        Oid         log;
-        int64       hi;
-
-        pgstat_report_activity(STATE_RUNNING, "svcbus event log segments");
-        hi = svcbus_event_segments_extend(false, &log);
-        end_xact();
-        svcbus_event_segments_publish(hi, log);
-    }
-    else
-        end_xact();
     begin_xact("svcbus projector");
     old = MemoryContextSwitchTo(cxt);
     names = svcbus_projection_runnable();

@@ -21,7 +21,6 @@
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/lwlock.h"
-#include "storage/spin.h"
 #include "access/tupdesc.h"
 #include "utils/array.h"
 #include "utils/jsonb.h"
@@ -51,12 +50,6 @@ typedef struct SvcbusEventShared
     pg_atomic_uint32 meta_used; /* 1 once some stream was truncated, deleted or
                                  * limited (or stream_meta had rows at load):
                                  * versions must consult stream_meta */
-    slock_t     seg_mutex;      /* protects seg_db, seg_rel and seg_hi */
-    Oid         seg_db;         /* database and OID of the */
-    Oid         seg_rel;        /* svcbus_internal.events that seg_hi is of */
-    int64       seg_hi;         /* positions below it have a segment: published
-                                 * by the projector after its commit */
-    uint64      seg_generation; /* bumped when segments are published or dropped */
     SvcbusHorizon horizon;      /* over positions */
     SvcbusHorizonSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } SvcbusEventShared;
@@ -87,7 +80,6 @@ extern bool svcbus_event_loaded(void);
 extern void svcbus_event_set_loaded(int64 max_position);
 extern void svcbus_event_register_projector(int procno);
 extern void svcbus_event_wake_projector(void);
-extern int64 svcbus_event_next_position(void);
 
 /* bus/event_store.c */
 extern void svcbus_event_validate_stream(const char *stream);
@@ -107,17 +99,5 @@ extern void svcbus_event_set_limits(const char *stream, int64 max_count, Interva
 extern int64 svcbus_event_scavenge(int limit);
 extern void svcbus_event_grant(const char *prefix, const char *role,
                                const char *privilege, bool grant);
-
-/* bus/event_segment.c */
-extern int  svcbus_event_segment_size;
-extern void svcbus_event_segments_sync(void);
-extern void svcbus_event_segments_wait(int64 end);
-extern int64 svcbus_event_segments_extend(bool install, Oid *log);
-extern bool svcbus_event_segments_short(void);
-extern void svcbus_event_segments_publish(int64 hi, Oid log);
-extern int  svcbus_event_segments_settle(int64 safe);
-extern void svcbus_event_segments_lock(void);
-extern int64 svcbus_event_segments_version(const char *stream);
-extern struct _SPI_plan *svcbus_event_segments_insert_plan(int64 pos, bool many, int64 *room);
 
 #endif                          /* SVCBUS_EVENT_H */

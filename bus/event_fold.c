@@ -126,7 +126,6 @@ svcbus_event_fold(const char *stream, Oid reducer, Jsonb *initial, int32 snapsho
     }
 
     batch_cxt = AllocSetContextCreate(caller, "svcbus fold", ALLOCSET_DEFAULT_SIZES);
-    svcbus_event_segments_sync();
     for (;;)
     {
         int         n;

@@ -72,11 +72,6 @@ svcbus_event_shmem_init(void)
         ConditionVariableInit(&event_shared->cv);
         pg_atomic_init_u32(&event_shared->projector_procno, 0);
         pg_atomic_init_u32(&event_shared->meta_used, 0);
-        SpinLockInit(&event_shared->seg_mutex);
-        event_shared->seg_db = InvalidOid;
-        event_shared->seg_rel = InvalidOid;
-        event_shared->seg_hi = 0;
-        event_shared->seg_generation = 0;
         svcbus_horizon_init(&event_shared->horizon, event_shared->slots,
                             event_nslots(), 1);
     }
@@ -103,19 +98,6 @@ svcbus_event_loaded(void)
     loaded = es->loaded;
     LWLockRelease(es->lock);
     return loaded;
-}
-
-/* The first position not yet handed out. */
-int64
-svcbus_event_next_position(void)
-{
-    SvcbusEventShared *es = svcbus_event_shared();
-    int64       n;
-
-    LWLockAcquire(es->lock, LW_SHARED);
-    n = es->next_position;
-    LWLockRelease(es->lock);
-    return n;
 }
 
 /* After reading max(position) from the table: start the counter above it. */

@@ -429,8 +429,8 @@ fetch_rows(const SvcbusProjection *p, int64 after, int max, int *n, int64 *horiz
  * (kept); false if it raised (everything rolled back), with the error's
  * message in *err.
  */
-bool
-svcbus_run_guarded(void (*fn) (void *), void *arg, bool timeout, char **err)
+static bool
+run_guarded(void (*fn) (void *), void *arg, bool timeout, char **err)
 {
     MemoryContext cxt = CurrentMemoryContext;
     ResourceOwner owner = CurrentResourceOwner;
@@ -497,7 +497,7 @@ try_rows(const SvcbusProjection *p, const SvcbusEventRow *rows, int n, bool time
 {
     RowsRun     r = {p, rows, n, 0};
 
-    if (svcbus_run_guarded(rows_run, &r, timeout, err))
+    if (run_guarded(rows_run, &r, timeout, err))
         return -1;
     return p->per_batch ? 0 : r.done;
 }
@@ -622,7 +622,7 @@ view_merge(const SvcbusProjection *p, int64 after, int64 before, bool guarded)
         ViewRun     r = {p, after, before};
 
         if (guarded)
-            ok = svcbus_run_guarded(view_run, &r, true, &err);
+            ok = run_guarded(view_run, &r, true, &err);
         else
             view_run(&r);
     }
@@ -896,7 +896,6 @@ svcbus_projection_rebuild(const char *name)
     Datum       arg = CStringGetTextDatum(name);
     MemoryContext caller = CurrentMemoryContext;
 
-    svcbus_event_segments_sync();
     /* one rebuild at a time; then wait for the projector's batch, if any */
     projection_locktag(&tag, name);
     tag.locktag_field4 = REBUILD_LOCK_KIND;

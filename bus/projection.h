@@ -68,6 +68,4 @@ extern Datum svcbus_event_datum(TupleDesc td, const SvcbusEventRow *e);
 extern Jsonb *svcbus_event_fold(const char *stream, Oid reducer, Jsonb *initial, int32 snapshot_every);
 extern void svcbus_view_create(const char *name, const char *query, SvcbusViewDef *def);
 
-extern bool svcbus_run_guarded(void (*fn) (void *), void *arg, bool timeout, char **err);
-
 #endif                          /* SVCBUS_PROJECTION_H */

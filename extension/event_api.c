@@ -503,12 +503,3 @@ svcbus_revoke_stream(PG_FUNCTION_ARGS)
     grant_or_revoke(fcinfo, false);
     PG_RETURN_VOID();
 }
-
-/* svcbus_internal.create_event_log(): the first segment, at CREATE EXTENSION. */
-PG_FUNCTION_INFO_V1(svcbus_create_event_log);
-Datum
-svcbus_create_event_log(PG_FUNCTION_ARGS)
-{
-    (void) svcbus_event_segments_extend(true, NULL);
-    PG_RETURN_VOID();
-}

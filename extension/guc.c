@@ -13,7 +13,6 @@
 
 #include "bus/cache.h"
 #include "bus/cluster.h"
-#include "bus/event.h"
 #include "bus/locks.h"
 #include "bus/queue.h"
 #include "bus/projection.h"
@@ -95,15 +94,6 @@ svcbus_guc_define(void)
                             NULL,
                             &svcbus_projection_batch,
                             500, 1, 100000,
-                            PGC_SIGHUP,
-                            0,
-                            NULL, NULL, NULL);
-
-    DefineCustomIntVariable("svcbus.event_segment_size",
-                            "Positions of the event log per segment (one table each, removed whole once its events are gone).",
-                            "Takes effect for the segments the projector creates next.",
-                            &svcbus_event_segment_size,
-                            1000000, 10, INT_MAX / 4,
                             PGC_SIGHUP,
                             0,
                             NULL, NULL, NULL);

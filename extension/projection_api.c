@@ -395,7 +395,6 @@ svcbus_projection_status(PG_FUNCTION_ARGS)
     check_database();
     InitMaterializedSRF(fcinfo, 0);
     h = Int64GetDatum(svcbus_event_read_horizon());
-    svcbus_event_segments_sync();
     svcbus_enter_owner(&as);
     SPI_connect();
     if (SPI_execute_with_args(

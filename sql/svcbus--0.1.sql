@@ -963,48 +963,17 @@ GRANT SELECT ON svcbus.cluster_locks TO PUBLIC;
 
 -- Event store (CQRS; see bus/README-events.md).  The log is insert-only:
 -- one row per event, its global position assigned in commit-safe order by
--- the read horizon (bus/horizon.h).  It is partitioned by position into
--- segments (svcbus_internal.events_<seg>, each with UNIQUE (stream,
--- version)), created ahead of the positions by the projector and removed
--- whole once their events are gone (bus/event_segment.c).
+-- the read horizon (bus/horizon.h).
 CREATE TABLE svcbus_internal.events (
-    position     bigint NOT NULL,
+    position     bigint PRIMARY KEY,
     stream       text NOT NULL,
     version      bigint NOT NULL,
     type         text NOT NULL,
     data         jsonb NOT NULL,
     metadata     jsonb NOT NULL,
     appended_at  timestamptz NOT NULL,
-    PRIMARY KEY (position)
-) PARTITION BY RANGE (position);
-
-CREATE TABLE svcbus_internal.event_segments (
-    seg          integer PRIMARY KEY,        -- table svcbus_internal.events_<seg>
-    lo           bigint NOT NULL,            -- positions lo .. hi - 1
-    hi           bigint NOT NULL,
-    emptied      boolean NOT NULL DEFAULT false,  -- truncated, to be dropped
-    created_at   timestamptz NOT NULL DEFAULT now()
-);
-
-CREATE FUNCTION svcbus_internal.create_event_log()
-RETURNS void
-AS 'MODULE_PATHNAME', 'svcbus_create_event_log'
-LANGUAGE C VOLATILE STRICT PARALLEL UNSAFE;
-COMMENT ON FUNCTION svcbus_internal.create_event_log() IS
-  'Create the event log''s first segment (CREATE EXTENSION calls it; the projector creates the next ones).';
-REVOKE ALL ON FUNCTION svcbus_internal.create_event_log() FROM PUBLIC;
-SELECT svcbus_internal.create_event_log();
-
-CREATE VIEW svcbus.event_segments AS
-  SELECT s.seg AS segment, s.lo AS first_position, s.hi - 1 AS last_position,
-         s.emptied, s.created_at,
-         pg_catalog.pg_total_relation_size(c.oid) AS bytes
-    FROM svcbus_internal.event_segments s
-    JOIN pg_catalog.pg_class c ON c.relname = 'events_' || s.seg
-     AND c.relnamespace = 'svcbus_internal'::regnamespace;
-COMMENT ON VIEW svcbus.event_segments IS
-  'The event log''s segments (one table per svcbus.event_segment_size positions): positions, size on disk; a segment is removed whole once its events are gone.';
-GRANT SELECT ON svcbus.event_segments TO PUBLIC;
+    UNIQUE (stream, version)
+) WITH (fillfactor = 100);
 
 CREATE TABLE svcbus_internal.stream_grants (
     prefix     text NOT NULL,        -- '' = every stream

@@ -198,7 +198,6 @@ DO $$ BEGIN
 END $$;
 SELECT * FROM demo_sales ORDER BY region;
 SELECT name, mode, state, position, lag_events FROM svcbus.projections;
-SELECT segment, first_position, last_position, pg_size_pretty(bytes) AS size FROM svcbus.event_segments;
 SQL
     echo "== gateway health:"
     curl -s "http://127.0.0.1:$GPORT/health"; echo

@@ -25,7 +25,6 @@ SELECT schema_privs_are('svcbus_internal', 'public', ARRAY[]::text[],
     'PUBLIC has no privilege on the storage schema');
 SELECT is((SELECT count(*)::int FROM pg_depend d
             JOIN pg_extension e ON d.refobjid = e.oid AND e.extname = 'svcbus'
-            JOIN pg_proc p ON p.oid = d.objid AND p.pronamespace = 'svcbus'::regnamespace
            WHERE d.deptype = 'e' AND d.classid = 'pg_proc'::regclass),
           (SELECT count(*)::int FROM pg_proc WHERE pronamespace = 'svcbus'::regnamespace),
     'every function in schema svcbus belongs to the extension');

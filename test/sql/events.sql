@@ -310,20 +310,3 @@ SELECT svcbus.set_stream_limits('capped-1', max_count => 1);
 SELECT * FROM svcbus.stream_info('capped-1');
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
-
--- storage: the log's segments (one table per svcbus.event_segment_size
--- positions, created ahead by the projector); readable by every role,
--- the tables themselves are not
-SHOW svcbus.event_segment_size;
-SELECT segment, first_position, last_position, emptied, bytes > 0 AS has_storage
-  FROM svcbus.event_segments ORDER BY segment;
-SET ROLE ev_stranger;
-SELECT count(*) >= 1 AS visible FROM svcbus.event_segments;
-SELECT count(*) FROM svcbus_internal.events_1;
-\echo :LAST_ERROR_SQLSTATE
-SELECT svcbus_internal.create_event_log();
-\echo :LAST_ERROR_SQLSTATE
-RESET ROLE;
--- creating the first segment again is a no-op
-SELECT svcbus_internal.create_event_log();
-SELECT count(*) FROM svcbus.event_segments;

@@ -147,7 +147,7 @@ SALES = ("SELECT svcbus.append('sales-' || (g %% 50), jsonb_agg(jsonb_build_obje
          " jsonb_build_object('region', 'r' || (g %% 10), 'amount', g %% 997)))) FROM generate_series(1, %d) g"
          " GROUP BY g %% 50")
 TRIGGER_DDL = """
-CREATE TABLE trig_events (LIKE svcbus_internal.events_1 INCLUDING ALL);
+CREATE TABLE trig_events (LIKE svcbus_internal.events INCLUDING ALL);
 CREATE TABLE trig_summary (region text PRIMARY KEY, n bigint NOT NULL, total numeric, high numeric);
 CREATE FUNCTION trig_sum() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
@@ -160,7 +160,7 @@ BEGIN
     END IF;
     RETURN NULL;
 END $$;
-CREATE TABLE notrig_events (LIKE svcbus_internal.events_1 INCLUDING ALL);
+CREATE TABLE notrig_events (LIKE svcbus_internal.events INCLUDING ALL);
 """
 
 
@@ -266,57 +266,6 @@ def view_phases(cluster, admin, paths, results):
             % ("met" if rate >= 0.9 * base else "not met", 100 * (1 - rate / base)))
 
 
-SEG_SIZE = env_num("BENCH_SEGMENT_SIZE", 20000, int)
-SEG_COUNT = env_num("BENCH_SEGMENTS", 20, int)
-FRESH = {
-    "svcbus": "\\set r random(1, 1000000000)\nSELECT svcbus.append('f' || :client_id || '-' || :r, '%s');\n",
-    "plain": "\\set r random(1, 1000000000)\nINSERT INTO plain_events (stream, version, type, data, metadata, appended_at)"
-             " VALUES ('f' || :client_id || '-' || :r, 1, 'order.created', '%s', '{}', now());\n",
-}
-
-
-def segment_phases(cluster, admin, paths, results, d):
-    """The version lookup probes every segment's (stream, version) index:
-    with the segment size lowered to SEG_SIZE and SEG_COUNT more segments
-    filled, the single-event append again against the plain INSERT, to a
-    stream of the client's own (its newest events are in the newest
-    segment) and to a new stream every time (a miss in every segment)."""
-    admin.execute("ALTER SYSTEM SET svcbus.event_segment_size = %d" % SEG_SIZE)
-    admin.execute("SELECT pg_reload_conf()")
-    time.sleep(1)
-    t0 = time.time()
-    start = admin.execute("SELECT max(last_position) FROM svcbus.event_segments").fetchone()[0]
-    while admin.execute("SELECT max(position) FROM svcbus_internal.events").fetchone()[0] < start + SEG_SIZE * SEG_COUNT:
-        admin.execute(SALES % 20000)
-    nseg = admin.execute("SELECT count(*) FROM svcbus.event_segments").fetchone()[0]
-    admin.execute("VACUUM ANALYZE svcbus_internal.events")
-    admin.execute("VACUUM ANALYZE plain_events")
-    log("\n  segments: %d (%d positions each from here), filled in %.0f s" % (nseg, SEG_SIZE, time.time() - t0))
-    data = json.dumps([{"type": "order.created", "data": json.loads(DATA)}])
-    for kind in ("own", "fresh"):
-        for peer in ("svcbus", "plain"):
-            if kind == "own":
-                script = paths[(peer, "single")]
-            else:
-                script = os.path.join(d, "%s_fresh.sql" % peer)
-                with open(script, "w") as f:
-                    f.write(FRESH[peer] % (data if peer == "svcbus" else DATA))
-                os.chmod(script, 0o644)
-            admin.execute("CHECKPOINT")
-            before = count(admin, peer)
-            r = subprocess.run(pgbench_cmd(cluster.port, CLIENTS, script, SECS), capture_output=True, text=True)
-            res = parse_pgbench(r.stdout, r.stderr, r.returncode)
-            if r.returncode != 0 or res["errors"]:
-                problem("segments %s %s: pgbench failed: %s" % (peer, kind, r.stderr[-500:]))
-                continue
-            results[(peer, "single_%dseg_%s" % (nseg, kind))] = (count(admin, peer) - before) / SECS
-        a = results.get(("svcbus", "single_%dseg_%s" % (nseg, kind)))
-        b = results.get(("plain", "single_%dseg_%s" % (nseg, kind)))
-        if a and b:
-            log("  single-event append, %d segments, %s stream: svcbus %.0f, plain %.0f events/s: %.2fx"
-                % (nseg, "the client's own" if kind == "own" else "a new", a, b, a / b))
-
-
 def append_rate(cluster, admin, paths):
     cmd = pgbench_cmd(cluster.port, CLIENTS, paths[("svcbus", "single")], SECS)
     before = count(admin, "svcbus")
@@ -361,8 +310,6 @@ def main():
         admin.execute("SELECT svcbus.drop_projection('bench')")
         if VIEW_EVENTS > 0:
             view_phases(cluster, admin, paths, results)
-        if SEG_COUNT > 0:
-            segment_phases(cluster, admin, paths, results, d)
     finally:
         admin.close()
         cluster.stop("fast")
