@@ -104,7 +104,7 @@ endif
 DEB_PACKAGES = build-essential pkg-config postgresql-15 postgresql-server-dev-15 \
 	libpq-dev libwebsockets-dev libxml2-dev libcmocka-dev libjansson-dev libssl-dev \
 	postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl \
-	python3 python3-psycopg python3-websockets python3-pytest curl procps \
+	python3 python3-psycopg python3-websockets python3-pytest python3-zeep curl procps \
 	clang libclang-rt-14-dev chromium openssl \
 	iproute2 nftables faketime spin
 BENCH_PACKAGES = postgresql-15-pgq3 pgqd redis-server memcached etcd-server etcd-client

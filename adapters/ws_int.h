@@ -1,7 +1,8 @@
 /*
  * ws_int.h - private structures of the WebSocket endpoint, shared by
  * ws.c (connections, handlers, subscriptions) and ws_ops.c (operation
- * table, request parsing). Include only from ws*.c and their tests.
+ * table, request parsing) and soap.c (which reads SOAP into the same
+ * requests). Include only from ws*.c, soap.c and their tests.
  * Everything is touched from the lws service thread only (no locks).
  */
 #ifndef SVCBUS_GW_WS_INT_H

@@ -11,6 +11,9 @@ test/run_all.py counts them:
   request_parser_survives fuzz-bin/fuzz_ws_request runs for FUZZ_SECONDS
                           (default 45) from the seeds in test/fuzz/seeds with
                           no crash, leak or sanitizer report
+  soap_reader_survives    fuzz-bin/fuzz_soap_request (the SOAP envelope
+                          reader) the same way for FUZZ_SECONDS * 2 / 3, from
+                          test/fuzz/soap_seeds with test/fuzz/soap.dict
 
 The working corpus is a copy in test/results-fuzz/corpus (kept between runs
 on one machine, never committed); a crashing input is kept there too.
@@ -59,15 +62,15 @@ def planted_crash_is_found():
     return crashed and r2.returncode == 0
 
 
-def request_parser_survives(seconds):
-    corpus = os.path.join(OUT, "corpus")
+def survives(target, seeds, dictionary, corpus_name, seconds, max_len):
+    corpus = os.path.join(OUT, corpus_name)
     os.makedirs(corpus, exist_ok=True)
-    for name in os.listdir(os.path.join(HERE, "seeds")):
-        shutil.copy(os.path.join(HERE, "seeds", name), os.path.join(corpus, "seed-" + name))
-    args = [os.path.join(ADAPTERS, "fuzz-bin", "fuzz_ws_request"),
-            "-max_total_time=%d" % seconds, "-max_len=8192", "-timeout=10",
+    for name in os.listdir(os.path.join(HERE, seeds)):
+        shutil.copy(os.path.join(HERE, seeds, name), os.path.join(corpus, "seed-" + name))
+    args = [os.path.join(ADAPTERS, "fuzz-bin", target),
+            "-max_total_time=%d" % seconds, "-max_len=%d" % max_len, "-timeout=10",
             "-rss_limit_mb=2048", "-print_final_stats=1",
-            "-dict=" + os.path.join(HERE, "ws.dict"),
+            "-dict=" + os.path.join(HERE, dictionary),
             "-artifact_prefix=" + OUT + "/", corpus]
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1:abort_on_error=0",
                UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
@@ -75,12 +78,20 @@ def request_parser_survives(seconds):
     runs = re.search(r"stat::number_of_executed_units:\s*(\d+)", r.stderr)
     speed = re.search(r"stat::average_exec_per_sec:\s*(\d+)", r.stderr)
     size = len(os.listdir(corpus))
-    print("fuzz: %s executions in %ds (%s/s), corpus %d inputs, exit %d"
-          % (runs.group(1) if runs else "?", seconds, speed.group(1) if speed else "?",
+    print("fuzz %s: %s executions in %ds (%s/s), corpus %d inputs, exit %d"
+          % (target, runs.group(1) if runs else "?", seconds, speed.group(1) if speed else "?",
              size, r.returncode))
     if r.returncode != 0:
         print(r.stderr[-6000:])
     return r.returncode == 0
+
+
+def request_parser_survives(seconds):
+    return survives("fuzz_ws_request", "seeds", "ws.dict", "corpus", seconds, 8192)
+
+
+def soap_reader_survives(seconds):
+    return survives("fuzz_soap_request", "soap_seeds", "soap.dict", "corpus-soap", seconds, 16384)
 
 
 def main():
@@ -91,7 +102,8 @@ def main():
         return 1
     failed = 0
     for name, fn in (("planted_crash_is_found", planted_crash_is_found),
-                     ("request_parser_survives", lambda: request_parser_survives(seconds))):
+                     ("request_parser_survives", lambda: request_parser_survives(seconds)),
+                     ("soap_reader_survives", lambda: soap_reader_survives(max(5, seconds * 2 // 3)))):
         ok = fn()
         failed += not ok
         print("test/fuzz/run_fuzz.py::%s %s" % (name, "PASSED" if ok else "FAILED"))
