@@ -102,24 +102,6 @@ fail(const char **code, const char *c, char *message, size_t msglen, const char 
 	return -1;
 }
 
-/* Quote at most 64 bytes of s (cut on a UTF-8 boundary). */
-static const char *
-cut(char *dst, size_t n, const char *s)
-{
-	size_t		len = strlen(s);
-	size_t		max = n - 4 < 64 ? n - 4 : 64;
-
-	if (len <= max)
-	{
-		snprintf(dst, n, "%s", s);
-		return dst;
-	}
-	while (max > 0 && ((unsigned char) s[max] & 0xC0) == 0x80)
-		max--;
-	snprintf(dst, n, "%.*s...", (int) max, s);
-	return dst;
-}
-
 static int
 ns_is(const xmlNode *n, const char *href)
 {
@@ -323,19 +305,17 @@ read_operation(const xmlNode *el, gw_soap_call *out, const char **code, char *me
 			   size_t msglen)
 {
 	char		q[80];
-	const gw_ws_op *op = NULL;
+	const gw_ws_op *op;
 	int			text = 0;
 
 	if (!ns_is(el, GW_SOAP_NS))
 		return fail(code, GW_WS_E_PROTOCOL, message, msglen,
 					"the body's element \"%s\" is not in namespace %s",
-					cut(q, sizeof(q), (const char *) el->name), GW_SOAP_NS);
-	for (int i = 0; i < gw_ws_op_count(); i++)
-		if (name_is(el, gw_ws_op_name(gw_ws_op_at(i))))
-			op = gw_ws_op_at(i);
+					gw_ws_quote_cut(q, sizeof(q), (const char *) el->name), GW_SOAP_NS);
+	op = gw_ws_op_find((const char *) el->name);
 	if (!gw_soap_offers(op))
 		return fail(code, GW_WS_E_UNKNOWN_OP, message, msglen, "unknown operation \"%s\"",
-					cut(q, sizeof(q), (const char *) el->name));
+					gw_ws_quote_cut(q, sizeof(q), (const char *) el->name));
 	out->op = op;
 	out->msg = json_object();
 	if (!out->msg)
@@ -355,7 +335,7 @@ read_operation(const xmlNode *el, gw_soap_call *out, const char **code, char *me
 				f = g;
 		if (!f || (c->ns && !ns_is(c, GW_SOAP_NS)))
 			return fail(code, GW_WS_E_FIELD, message, msglen, "unknown element \"%s\" in \"%s\"",
-						cut(q, sizeof(q), (const char *) c->name), op->name);
+						gw_ws_quote_cut(q, sizeof(q), (const char *) c->name), op->name);
 		if (json_object_get(out->msg, f->name))
 			return fail(code, GW_WS_E_FIELD, message, msglen, "element \"%s\" repeated in \"%s\"",
 						f->name, op->name);
@@ -481,7 +461,7 @@ gw_soap_parse(const char *body, size_t len, const char *content_type, gw_soap_ca
 
 				fail(code, GW_WS_E_PROTOCOL, message, msglen,
 					 "header block \"%s\" must be understood and is not",
-					 cut(q, sizeof(q), (const char *) b->name));
+					 gw_ws_quote_cut(q, sizeof(q), (const char *) b->name));
 				goto done;
 			}
 		read_security(n, out);

@@ -65,5 +65,7 @@ int			gw_ws_op_count(void);
 const gw_ws_op *gw_ws_op_at(int i);
 int			gw_ws_op_index(const gw_ws_op *op);	/* gw_ws_op_count() for NULL */
 const char *gw_ws_leader_sql(void);
+const gw_ws_op *gw_ws_op_find(const char *name);	/* NULL when unknown */
+const char *gw_ws_quote_cut(char *dst, size_t n, const char *s);
 
 #endif

@@ -227,8 +227,8 @@ gw_ws_leader_sql(void)
 	return LEADER_SQL;
 }
 
-static const gw_ws_op *
-find_op(const char *name)
+const gw_ws_op *
+gw_ws_op_find(const char *name)
 {
 	for (int i = 0; i < NOPS; i++)
 		if (strcmp(ops[i].name, name) == 0)
@@ -236,9 +236,9 @@ find_op(const char *name)
 	return NULL;
 }
 
-/* Cut s for quoting in a message: at most 64 bytes, on a UTF-8 boundary. */
-static void
-quote_cut(char *dst, size_t n, const char *s)
+/* Cut s for quoting in a message: at most 64 bytes, on a UTF-8 boundary; returns dst. */
+const char *
+gw_ws_quote_cut(char *dst, size_t n, const char *s)
 {
 	size_t		len = strlen(s);
 	size_t		max = n - 4;
@@ -248,11 +248,12 @@ quote_cut(char *dst, size_t n, const char *s)
 	if (len <= max)
 	{
 		snprintf(dst, n, "%s", s);
-		return;
+		return dst;
 	}
 	while (max > 0 && ((unsigned char) s[max] & 0xC0) == 0x80)
 		max--;
 	snprintf(dst, n, "%.*s...", (int) max, s);
+	return dst;
 }
 
 int
@@ -299,12 +300,12 @@ gw_ws_parse_request(const char *text, size_t len, gw_ws_request *out,
 		snprintf(message, msglen, "a request needs an \"op\" string");
 		return -1;
 	}
-	out->op = find_op(json_string_value(op));
+	out->op = gw_ws_op_find(json_string_value(op));
 	if (!out->op)
 	{
 		char		q[80];
 
-		quote_cut(q, sizeof(q), json_string_value(op));
+		gw_ws_quote_cut(q, sizeof(q), json_string_value(op));
 		*code = GW_WS_E_UNKNOWN_OP;
 		snprintf(message, msglen, "unknown operation \"%s\"", q);
 		return -1;
